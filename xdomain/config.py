@@ -1,0 +1,148 @@
+"""The resolved configuration of one experiment.
+
+`experiments/main.py` turns flags into a `Config`; tests and users build one
+directly. Every field is validated by `Config.validate` before any work starts,
+so a bad value fails with one line that names the field and what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine", "inverse_decay")
+WEIGHT_SCHEDULES = ("constant", "dann", "rampup")
+NORMALIZATIONS = ("unit", "standardize")
+
+
+class ConfigError(ValueError):
+  """A configuration value is invalid; the message says which and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything one experiment needs; field names match the command-line flags."""
+
+  method: str = "dann"
+  source: str = "digits/mnist"
+  target: str = "digits/uci"
+  model: str = "seed_cnn"
+  steps: int = 2000
+  batch_size: int = 64
+  eval_batch_size: int = 256
+  seed: int = 0
+
+  optimizer: str = "adam"
+  learning_rate: float = 1e-3
+  momentum: float = 0.9
+  weight_decay: float = 0.0
+  lr_schedule: str = "constant"
+  warmup_steps: int = 0
+
+  # Adaptation term weight lambda(step) = adapt_weight * schedule(step).
+  adapt_weight: float = 1.0
+  adapt_schedule: str = "constant"
+  rampup_steps: int = 1000
+  # Method-specific hyperparameters (ignored by methods that do not use them).
+  cdan_entropy: bool = True
+  cdan_random_dim: int = 1024
+  mcc_temperature: float = 2.5
+  ema_decay: float = 0.99
+  confidence_threshold: float = 0.0
+  discriminator_hidden: int = 1024
+
+  image_size: int = 28
+  channels: int = 1
+  normalize: str = "unit"
+  augment: bool = False
+  # Model sizes (used by the models that have them).
+  hidden_size: int = 128
+  dropout_rate: float = 0.0
+
+  log_every: int = 50
+  eval_every: int = 500
+  checkpoint_every: int = 500
+  keep_checkpoints: int = 3
+  plots: bool = False
+  data_dir: str | None = None
+
+  # Multi-host: set all three; or `distributed` alone to take them from the
+  # cluster's environment (SLURM, TPU, ...); or none for one process.
+  distributed: bool = False
+  coordinator_address: str | None = None
+  num_processes: int | None = None
+  process_id: int | None = None
+
+  def validate(self) -> None:
+    """Raises `ConfigError` for the first value that cannot work."""
+    # Imported here so that building a Config stays cheap and free of JAX.
+    from xdomain import data
+    from xdomain import methods
+    from xdomain.train import model_zoo
+
+    _check_choice("method", self.method, sorted(methods.METHODS))
+    _check_choice("model", self.model, sorted(model_zoo.MODELS))
+    _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+    _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+    _check_choice("adapt_schedule", self.adapt_schedule, WEIGHT_SCHEDULES)
+    _check_choice("normalize", self.normalize, NORMALIZATIONS)
+    known = data.list_domains()
+    for name in ("source", "target"):
+      domain = getattr(self, name)
+      if domain not in known:
+        raise ConfigError(
+            f"--{name}={domain!r} is not a known domain; choose one of"
+            f" {', '.join(known)}.")
+    for name in ("steps", "batch_size", "eval_batch_size", "log_every",
+                 "eval_every", "checkpoint_every", "keep_checkpoints",
+                 "image_size", "hidden_size", "discriminator_hidden",
+                 "cdan_random_dim"):
+      if getattr(self, name) <= 0:
+        raise ConfigError(f"--{name}={getattr(self, name)} must be positive.")
+    for name in ("learning_rate",):
+      if not getattr(self, name) > 0:
+        raise ConfigError(f"--{name}={getattr(self, name)} must be positive.")
+    for name in ("weight_decay", "adapt_weight", "warmup_steps"):
+      if getattr(self, name) < 0:
+        raise ConfigError(f"--{name}={getattr(self, name)} must be >= 0.")
+    for name in ("momentum", "ema_decay", "confidence_threshold",
+                 "dropout_rate"):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        raise ConfigError(
+            f"--{name}={getattr(self, name)} must be in [0, 1).")
+    if self.channels not in (1, 3):
+      raise ConfigError(f"--channels={self.channels} must be 1 or 3.")
+    if self.mcc_temperature <= 0:
+      raise ConfigError(
+          f"--mcc_temperature={self.mcc_temperature} must be positive.")
+    multihost = (self.coordinator_address, self.num_processes, self.process_id)
+    if any(v is not None for v in multihost) and any(
+        v is None for v in multihost):
+      raise ConfigError(
+          "--coordinator_address, --num_processes and --process_id go"
+          " together: set all three, or none.")
+    source_info = data.domain_info(self.source)
+    target_info = data.domain_info(self.target)
+    if source_info.label_names != target_info.label_names:
+      raise ConfigError(
+          f"--source={self.source} and --target={self.target} have different"
+          f" label sets ({list(source_info.label_names)} vs"
+          f" {list(target_info.label_names)}); pair domains of one task.")
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, values: dict[str, Any]) -> Config:
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+      raise ConfigError(f"unknown config fields: {sorted(unknown)}")
+    return cls(**values)
+
+
+def _check_choice(name: str, value: str, choices) -> None:
+  if value not in choices:
+    raise ConfigError(
+        f"--{name}={value!r} is not one of {', '.join(choices)}.")

@@ -1,0 +1,25 @@
+"""Cross-domain data: the shipped domains (tfds builders) and the loaders.
+
+>>> from xdomain import data
+>>> data.list_domains()
+['digits/mnist', 'digits/mnist_m', 'digits/uci']
+"""
+
+from xdomain.data.domains import DOMAINS
+from xdomain.data.domains import DomainInfo
+from xdomain.data.domains import DomainSpec
+from xdomain.data.domains import SPLITS
+from xdomain.data.domains import domain_info
+from xdomain.data.domains import list_domains
+from xdomain.data.domains import load_domain
+from xdomain.data.loader import CrossDomainLoader
+from xdomain.data.loader import Preprocessor
+from xdomain.data.loader import eval_batches
+from xdomain.data.loader import num_eval_batches
+from xdomain.data.preprocess import ImagePreprocess
+
+__all__ = [
+    "DOMAINS", "DomainInfo", "DomainSpec", "SPLITS", "domain_info", "list_domains",
+    "load_domain", "CrossDomainLoader", "Preprocessor", "eval_batches", "num_eval_batches",
+    "ImagePreprocess",
+]

@@ -1,0 +1,239 @@
+"""The cross-domain training loader and the evaluation batches.
+
+Sharding: every process builds the same global order from the same seeds and
+takes rows ``[p * b, (p + 1) * b)`` of each global batch, ``b = batch_size //
+process_count``, so the batches of all processes, stacked in process order,
+are exactly the single-process batch, whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+import grain
+import numpy as np
+
+from xdomain.data import domains
+
+
+class Preprocessor(Protocol):
+  """What the loader needs from a preprocessing config (see preprocess.py).
+
+  Make it a frozen dataclass: its ``repr`` is part of the loader state, to
+  refuse restoring a stream made with other settings.
+  """
+
+  def prepare(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+  def sample_augmentation(self, rng: np.random.Generator, n: int) -> Any: ...
+
+  def apply_augmentation(self, batch: Mapping[str, np.ndarray], params: Any) -> dict[str, np.ndarray]: ...
+
+
+def _process_rows(batch_size: int, process_index: int | None, process_count: int | None
+                  ) -> tuple[int, int]:
+  """This process's rows ``[lo, hi)`` of every global batch of ``batch_size``."""
+  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(
+        f"need 0 <= process_index < process_count, got process_index={process_index}, "
+        f"process_count={process_count}")
+  if batch_size % process_count:
+    raise ValueError(
+        f"batch_size={batch_size} (global) must be divisible by process_count={process_count}")
+  b = batch_size // process_count
+  return process_index * b, (process_index + 1) * b
+
+
+def _index_stream(n: int, seed: int, batch_size: int) -> grain.MapDataset:
+  """Infinite stream of global batches of row indices, reshuffled every epoch."""
+  # grain's shuffle uses seed + epoch for each epoch, so the order of epoch e
+  # of one domain never equals epoch e' of the other (seeds far apart).
+  return grain.MapDataset.range(n).shuffle(seed=seed).repeat().batch(batch_size)
+
+
+class CrossDomainLoader:
+  """Infinite stream of ``{'source': {...}, 'target': {...}}`` training batches.
+
+  Each batch holds ``batch_size // process_count`` rows of each domain (the
+  source part with labels, the target part without: the label keys of the
+  target domain are dropped when the loader is built, so they cannot reach a
+  training batch). Each domain is shuffled with its own seed derived from
+  ``seed`` and reshuffled every epoch; the smaller domain simply cycles faster.
+  Augmentation parameters are drawn per global batch from a generator seeded by
+  ``seed`` and the step, so the stream is a pure function of the arguments.
+
+  Image domains give ``{'source': {'image': f32[b, H, W, C], 'label': i32[b]},
+  'target': {'image': f32[b, H, W, C]}}``.
+
+  ``get_state()`` returns a JSON-serialisable dict; ``set_state()`` on a loader
+  with the same domains, splits, seed, batch size and preprocessing resumes the
+  exact stream (the process count may differ: the stream is global).
+  """
+
+  def __init__(self, source: str, target: str, *, batch_size: int, preprocess: Preprocessor,
+               seed: int, data_dir: str | os.PathLike | None = None,
+               process_index: int | None = None, process_count: int | None = None,
+               source_split: str = "train", target_split: str = "train"):
+    """Loads both domains, preprocesses them once and builds the grain pipeline.
+
+    Args:
+      source: labelled domain name (see ``list_domains()``).
+      target: unlabelled domain name.
+      batch_size: GLOBAL batch size per domain.
+      preprocess: e.g. ``ImagePreprocess``; applied to both domains.
+      seed: int in [0, 2**32), the only source of randomness.
+      data_dir: tfds data dir (default ``$XDOMAIN_DATA_DIR`` or
+        ``~/tensorflow_datasets``).
+      process_index: this process; default ``jax.process_index()``.
+      process_count: number of processes; default ``jax.process_count()``.
+      source_split: split of the source domain.
+      target_split: split of the target domain.
+    """
+    source_info, target_info = domains.domain_info(source), domains.domain_info(target)
+    domains.check_split(source_split)
+    domains.check_split(target_split)
+    if source_info.label_names != target_info.label_names:
+      raise ValueError(
+          f"source {source!r} and target {target!r} have different label sets: "
+          f"{source_info.label_names} vs {target_info.label_names}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+      raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+    self._lo, self._hi = _process_rows(batch_size, process_index, process_count)
+    self._batch_size = batch_size
+    self._preprocess = preprocess
+    self.source_info, self.target_info = source_info, target_info
+    self._config = {
+        "source": source, "target": target, "source_split": source_split,
+        "target_split": target_split, "seed": int(seed), "batch_size": batch_size,
+        "preprocess": repr(preprocess),
+    }
+
+    self._source = preprocess.prepare(domains.load_domain(source, source_split, data_dir=data_dir))
+    target_data = domains.load_domain(target, target_split, data_dir=data_dir)
+    self._target = preprocess.prepare(
+        {k: v for k, v in target_data.items() if k not in target_info.label_keys})
+
+    source_seed, target_seed, augment_seed = (
+        int(s) for s in np.random.SeedSequence(int(seed)).generate_state(3))
+    self._source_order = _index_stream(_num_rows(self._source), source_seed, batch_size)
+    self._target_order = _index_stream(_num_rows(self._target), target_seed, batch_size)
+    steps = grain.MapDataset.range(sys.maxsize).random_map(self._make_batch, seed=augment_seed)
+    # One reader thread overlaps batch assembly with the training step; the
+    # arrays are in memory, so more threads would only contend for the GIL.
+    self._iterator = iter(steps.to_iter_dataset(
+        grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)))
+
+  @property
+  def local_batch_size(self) -> int:
+    """Rows of each domain in this process's batches."""
+    return self._hi - self._lo
+
+  def _make_batch(self, step: int, rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
+    """Batch ``step``: this process's rows of both domains, augmented."""
+    batch = {}
+    for part, data, order in (("source", self._source, self._source_order),
+                              ("target", self._target, self._target_order)):
+      rows = order[step][self._lo:self._hi]
+      # Drawn for the whole global batch so that every process agrees.
+      params = self._preprocess.sample_augmentation(rng, self._batch_size)
+      local = {k: v[rows] for k, v in data.items()}
+      if params is not None:
+        local = self._preprocess.apply_augmentation(local, params[self._lo:self._hi])
+      batch[part] = local
+    return batch
+
+  def __iter__(self) -> CrossDomainLoader:
+    return self
+
+  def __next__(self) -> dict[str, dict[str, np.ndarray]]:
+    return next(self._iterator)
+
+  def get_state(self) -> dict[str, Any]:
+    """The position in the stream plus the configuration it belongs to (JSON)."""
+    return {"iterator": json.loads(json.dumps(self._iterator.get_state())),
+            "config": dict(self._config)}
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    """Resumes from ``get_state()`` of a loader with the same configuration."""
+    if not isinstance(state, Mapping) or set(state) != {"iterator", "config"}:
+      raise ValueError(
+          f"state must be a dict from CrossDomainLoader.get_state() with keys "
+          f"'iterator' and 'config', got {state!r:.200}")
+    theirs = state["config"]
+    diff = {k: (theirs.get(k), v) for k, v in self._config.items() if theirs.get(k) != v}
+    if diff:
+      raise ValueError(
+          "loader state comes from a loader with a different configuration "
+          f"(field: (saved, this loader)): {diff}")
+    self._iterator.set_state(dict(state["iterator"]))
+
+
+def _num_rows(data: Mapping[str, np.ndarray]) -> int:
+  sizes = {k: len(v) for k, v in data.items()}
+  if len(set(sizes.values())) != 1:
+    raise ValueError(f"arrays of one domain must have the same leading size, got {sizes}")
+  return next(iter(sizes.values()))
+
+
+def num_eval_batches(name: str, split: str, *, batch_size: int) -> int:
+  """Number of (global) evaluation batches of a split, the same on every process."""
+  domains.check_split(split)
+  _process_rows(batch_size, 0, 1)
+  return math.ceil(domains.domain_info(name).split_sizes[split] / batch_size)
+
+
+def eval_batches(name: str, split: str, *, batch_size: int, preprocess: Preprocessor,
+                 data_dir: str | os.PathLike | None = None, process_index: int | None = None,
+                 process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """Fixed-shape batches covering every example of a split exactly once.
+
+  The split is read in its fixed order; global batch ``k`` holds examples
+  ``[k * batch_size, (k + 1) * batch_size)`` and this process gets rows
+  ``[p * b, (p + 1) * b)`` of it. Rows past the end are zeros with ``mask``
+  False. No augmentation. Every process yields ``num_eval_batches(...)``
+  batches.
+
+  Args:
+    name: domain name.
+    split: ``'train'`` or ``'test'``.
+    batch_size: GLOBAL batch size.
+    preprocess: as for the loader (no augmentation is applied).
+    data_dir: tfds data dir.
+    process_index: default ``jax.process_index()``.
+    process_count: default ``jax.process_count()``.
+
+  Returns:
+    Iterator of ``{'image': f32[b, H, W, C], 'label': i32[b], 'mask': bool[b]}``
+    (for image domains).
+  """
+  domains.domain_info(name)
+  domains.check_split(split)
+  lo, hi = _process_rows(batch_size, process_index, process_count)
+  data = preprocess.prepare(domains.load_domain(name, split, data_dir=data_dir))
+  return _eval_iterator(data, batch_size, lo, hi)
+
+
+def _eval_iterator(data: dict[str, np.ndarray], batch_size: int, lo: int, hi: int
+                   ) -> Iterator[dict[str, np.ndarray]]:
+  n = _num_rows(data)
+  for start in range(0, n, batch_size):
+    rows = np.arange(start + lo, start + hi)
+    mask = rows < n
+    batch = {}
+    for key, value in data.items():
+      part = value[np.where(mask, rows, 0)]
+      part[~mask] = 0
+      batch[key] = part
+    batch["mask"] = mask
+    yield batch

@@ -1,0 +1,128 @@
+"""What a method is: the adaptation terms it adds to the source task loss.
+
+The engine runs one forward pass of the model over the source and target parts
+of a batch and hands the outputs to the method as `Outputs`; the method returns
+its terms, and the engine builds
+`loss = task(source) + sum_i weight_i(step) * term_i` with `losses.combine`.
+Methods that need parameters of their own (a domain discriminator) declare them
+with `init_aux`; they are trained with the model by the same optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from xdomain import losses
+from xdomain.config import Config
+
+Params = Any
+
+
+@flax.struct.dataclass
+class Outputs:
+  """Model outputs on one batch.
+
+  Classifiers give logits [B, C] and features [B, D]; taggers give per-token
+  logits [B, L, C] and features [B, L, D] with `*_mask` [B, L] marking real
+  tokens (None for classifiers).
+  """
+
+  source_logits: jax.Array
+  source_features: jax.Array
+  source_labels: jax.Array
+  source_mask: jax.Array | None
+  target_logits: jax.Array | None = None
+  target_features: jax.Array | None = None
+  target_mask: jax.Array | None = None
+  # Logits of the EMA teacher on the target (methods with `ema_decay`).
+  teacher_target_logits: jax.Array | None = None
+
+
+TermsFn = Callable[[Outputs, Params, jax.Array, jax.Array], Mapping[str, jax.Array]]
+InitAuxFn = Callable[[jax.Array, int, int], Params]
+
+
+def _no_terms(outputs, aux_params, rng, step):
+  del outputs, aux_params, rng, step
+  return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A training method.
+
+  Attributes:
+    name: the `--method` name.
+    terms: `(outputs, aux_params, rng, step) -> {name: scalar}`, the adaptation
+      terms (not the task loss).
+    weights: weight (float or optax schedule of the step) of each term.
+    uses_target: whether the target batch goes through the model at all.
+    train_on_target_labels: the target-only oracle: the labelled training
+      stream is the target domain's own training split.
+    init_aux: `(rng, feature_dim, num_classes) -> params` of the method's own
+      trainable parts (e.g. a discriminator), or None.
+    ema_decay: if set, an EMA teacher of the model is kept with this decay and
+      its target logits are given to `terms`.
+    target_views: `(images, rng) -> (student_view, teacher_view)`: two random
+      views of the target images (mean teacher), or None for the images as is.
+  """
+
+  name: str
+  terms: TermsFn = _no_terms
+  weights: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  uses_target: bool = True
+  train_on_target_labels: bool = False
+  init_aux: InitAuxFn | None = None
+  ema_decay: float | None = None
+  target_views: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]] | None = None
+
+
+def adaptation_weight(config: Config) -> optax.Schedule:
+  """lambda(step) = adapt_weight * schedule(step), the weight of the main term."""
+  if config.adapt_schedule == "constant":
+    return optax.constant_schedule(config.adapt_weight)
+  if config.adapt_schedule == "dann":
+    return losses.dann_schedule(config.steps, max_value=config.adapt_weight)
+  return losses.sigmoid_rampup(config.rampup_steps, max_value=config.adapt_weight)
+
+
+def flatten_tokens(features: jax.Array, mask: jax.Array | None
+                  ) -> tuple[jax.Array, jax.Array | None]:
+  """[B, L, D] token features and [B, L] mask -> [B*L, D] samples and [B*L] mask.
+
+  Classifier features [B, D] (mask None) pass through unchanged, so every
+  method aligns whatever the model's features are: one vector per example, or
+  one per real token with padding masked out.
+  """
+  if mask is None:
+    return features, None
+  return features.reshape(-1, features.shape[-1]), mask.reshape(-1)
+
+
+def features_of_both(outputs: Outputs):
+  """(source, source_mask, target, target_mask) features, flattened per sample."""
+  source, source_mask = flatten_tokens(outputs.source_features, outputs.source_mask)
+  target, target_mask = flatten_tokens(outputs.target_features, outputs.target_mask)
+  return source, source_mask, target, target_mask
+
+
+def logits_of_both(outputs: Outputs):
+  """(source, source_mask, target, target_mask) logits, flattened per sample."""
+  source, source_mask = flatten_tokens(outputs.source_logits, outputs.source_mask)
+  target, target_mask = flatten_tokens(outputs.target_logits, outputs.target_mask)
+  return source, source_mask, target, target_mask
+
+
+def masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
+  """Mean of per-example values over the real examples (all when mask is None)."""
+  if mask is None:
+    return jnp.mean(values)
+  mask = mask.astype(values.dtype)
+  return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)

@@ -1,0 +1,312 @@
+"""`train_and_evaluate`: one experiment from a `Config` to a results file."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from xdomain import checkpoint
+from xdomain import data
+from xdomain import methods
+from xdomain.config import Config
+from xdomain.config import ConfigError
+from xdomain.train import model_zoo
+from xdomain.train import step as step_lib
+from xdomain.train.writer import MetricWriter
+
+RESULTS_FILE = "results.json"
+CONFIG_FILE = "config.json"
+
+
+class NonFiniteLossError(RuntimeError):
+  """A loss term became NaN or infinite; the run stopped before saving it."""
+
+
+class _Run:
+  """The pieces of one run that the loop, evaluation and checkpoints share."""
+
+  def __init__(self, config: Config, workdir: str):
+    self.config = config
+    self.workdir = workdir
+    num_devices = jax.device_count()
+    for name in ("batch_size", "eval_batch_size"):
+      if getattr(config, name) % num_devices:
+        raise ConfigError(
+            f"--{name}={getattr(config, name)} is not divisible by the {num_devices}"
+            f" devices; use a multiple of {num_devices}.")
+    # Auto axes: XLA propagates the batch sharding (Explicit, the default in
+    # recent JAX, would make every op name its sharding).
+    self.mesh = jax.make_mesh((num_devices,), ("data",),
+                              axis_types=(jax.sharding.AxisType.Auto,))
+    self.data_sharding = NamedSharding(self.mesh, P("data"))
+    self.replicated = NamedSharding(self.mesh, P())
+    self.spec = model_zoo.MODELS[config.model]
+    self.method = methods.METHODS[config.method](config)
+    self.info = data.domain_info(config.source)
+    self.model = self.spec.build(config, self.info.num_classes)
+    self.preprocess = data.ImagePreprocess(
+        size=(config.image_size, config.image_size), channels=config.channels,
+        normalize=config.normalize, augment=config.augment)
+    self.tx = step_lib.make_optimizer(config)
+    self.lr_schedule = step_lib.learning_rate_schedule(config)
+    init_rng, self.step_rng = jax.random.split(jax.random.key(config.seed))
+    self.init_rng = init_rng
+
+  def global_batch(self, local: Any) -> Any:
+    """Process-local numpy arrays -> global arrays sharded over the mesh."""
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(self.data_sharding, x), local)
+
+  def sample_batch(self) -> dict:
+    images = jnp.zeros((1, self.config.image_size, self.config.image_size,
+                        self.config.channels), jnp.float32)
+    return {"source": {"image": images, "label": jnp.zeros((1,), jnp.int32)}}
+
+  def init_state(self) -> step_lib.TrainState:
+    init = functools.partial(step_lib.init_state, self.model, self.spec, self.method,
+                             self.tx, self.sample_batch())
+    return jax.jit(init, out_shardings=self.replicated)(self.init_rng)
+
+  def meta(self, state: step_lib.TrainState) -> dict:
+    """What a checkpoint records about the run, checked on resume."""
+    c = self.config
+    return {"model": c.model, "method": c.method, "source": c.source, "target": c.target,
+            "seed": c.seed, "batch_size": c.batch_size, "image_size": c.image_size,
+            "channels": c.channels, "num_classes": self.info.num_classes,
+            "param_shapes": checkpoint.param_shapes(state.params)}
+
+
+def _initialize_distributed(config: Config) -> None:
+  if config.coordinator_address is None and not config.distributed:
+    return
+  # CPU processes need gloo for cross-process collectives; other backends ignore it.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if config.coordinator_address is not None:
+    jax.distributed.initialize(config.coordinator_address, config.num_processes,
+                               config.process_id)
+  else:
+    jax.distributed.initialize()  # the cluster's environment (SLURM, TPU, ...)
+
+
+def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
+  """Trains and evaluates one experiment, resuming from `workdir` if it holds one.
+
+  Returns the results (also written to `<workdir>/results.json`), or, when
+  the run was stopped by SIGTERM, `{'interrupted': True, 'step': ...}` after
+  saving a checkpoint to resume from.
+
+  Raises:
+    ConfigError: a flag value that cannot work.
+    checkpoint.CheckpointMismatchError: the workdir holds another run.
+    NonFiniteLossError: a loss term became NaN/inf (the last good checkpoint
+      is kept).
+  """
+  config.validate()
+  _initialize_distributed(config)
+  workdir = os.path.abspath(workdir)
+  is_writer = jax.process_index() == 0
+  if is_writer:
+    os.makedirs(workdir, exist_ok=True)
+  run = _Run(config, workdir)
+  started = time.time()
+
+  train_source = config.target if run.method.train_on_target_labels else config.source
+  loader = data.CrossDomainLoader(
+      train_source, config.target, batch_size=config.batch_size,
+      preprocess=run.preprocess, seed=config.seed, data_dir=config.data_dir)
+  state = run.init_state()
+  meta = run.meta(state)
+
+  manager = checkpoint.make_manager(workdir, keep=config.keep_checkpoints)
+  start_step = manager.latest_step() or 0
+  if start_step:
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    state, loader_state = checkpoint.restore(manager, start_step, abstract, meta)
+    loader.set_state(loader_state)
+    logging.info("Resumed from the checkpoint at step %d in %s.", start_step, workdir)
+  if is_writer:
+    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+      f.write(config.to_json())
+  writer = MetricWriter(workdir, enabled=is_writer, resume_step=start_step)
+  evaluator = _Evaluator(run)
+
+  train_step = jax.jit(
+      step_lib.make_train_step(run.model, run.spec, run.method, run.tx, run.lr_schedule),
+      in_shardings=(run.replicated, run.data_sharding, run.replicated),
+      out_shardings=(run.replicated, run.replicated), donate_argnums=0)
+
+  stop = threading.Event()
+  previous_handler = _install_sigterm(stop)
+  try:
+    results, state = _train(run, state, loader, manager, meta, writer, evaluator,
+                            train_step, start_step, stop)
+  finally:
+    if previous_handler is not None:
+      signal.signal(signal.SIGTERM, previous_handler)
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+  if results.get("interrupted"):
+    return results
+  if is_writer and config.plots:
+    from xdomain import plots  # matplotlib and scikit-learn: only when asked
+    results.update(plots.write_plots(run, evaluator, state))
+  results["wall_seconds"] = time.time() - started
+  if is_writer:
+    with open(os.path.join(workdir, RESULTS_FILE), "w") as f:
+      json.dump(results, f, indent=2)
+  return results
+
+
+def _install_sigterm(stop: threading.Event):
+  """Makes SIGTERM set `stop` (main thread only); returns the previous handler."""
+  if threading.current_thread() is not threading.main_thread():
+    return None
+  return signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+
+
+def _train(run: _Run, state, loader, manager, meta, writer, evaluator, train_step,
+           start_step: int, stop: threading.Event) -> dict[str, Any]:
+  config = run.config
+  examples_per_step = config.batch_size * (2 if run.method.uses_target else 1)
+  step = start_step
+  if step >= config.steps:
+    logging.info("The checkpoint is at step %d >= --steps=%d: evaluating only.",
+                 step, config.steps)
+    return _results(config, evaluator.evaluate(state), step), state
+
+  batch = run.global_batch(next(loader))
+  compile_started = time.time()
+  compiled = train_step.lower(state, batch, run.step_rng).compile()
+  compile_seconds = time.time() - compile_started
+  writer.write(step, {"compile_seconds": compile_seconds})
+  logging.info("Compiled the train step in %.1f s.", compile_seconds)
+
+  pending: list[dict] = []
+  interval_started, interval_steps = time.time(), 0
+  while True:
+    state, metrics = compiled(state, batch, run.step_rng)
+    pending.append(metrics)
+    step += 1
+    interval_steps += 1
+    done = step >= config.steps
+    interrupted = stop.is_set() and not done
+    if step % config.log_every == 0 or done or interrupted:
+      values = _average(pending, step)  # raises NonFiniteLossError
+      pending = []
+      elapsed = time.time() - interval_started
+      values["examples_per_sec"] = interval_steps * examples_per_step / elapsed
+      writer.write(step, values)
+      rate = interval_steps / elapsed
+      logging.info("step %d/%d  loss %.4f  %.1f steps/s  ETA %s", step, config.steps,
+                   values["total"], rate, _duration((config.steps - step) / rate))
+      interval_steps = 0
+    if step % config.eval_every == 0 or done:
+      evaluation = evaluator.evaluate(state)
+      writer.write(step, evaluation)
+    if step % config.checkpoint_every == 0 or done or interrupted:
+      if pending:
+        _average(pending, step)  # never save a state after a non-finite step
+      checkpoint.save(manager, step, state, loader.get_state(), meta, force=True)
+    if interrupted:
+      manager.wait_until_finished()
+      logging.warning("SIGTERM: saved the checkpoint at step %d; rerun with the same"
+                      " --workdir to resume.", step)
+      return {"interrupted": True, "step": step}, state
+    if done:
+      break
+    if interval_steps == 0:
+      interval_started = time.time()
+    batch = run.global_batch(next(loader))
+  results = _results(config, evaluation, step)
+  results["compile_seconds"] = compile_seconds
+  return results, state
+
+
+def _average(pending: list[dict], step: int) -> dict[str, float]:
+  """Means of the per-step metrics since the last log; stops on a non-finite step."""
+  fetched = jax.device_get(pending)
+  first_step = step - len(fetched) + 1
+  for offset, metrics in enumerate(fetched):
+    if not metrics["finite"]:
+      bad = sorted(name for name, value in metrics.items()
+                   if name != "finite" and not np.isfinite(value))
+      raise NonFiniteLossError(
+          f"the loss became non-finite at step {first_step + offset}"
+          f" (terms: {', '.join(f'{n}={metrics[n]}' for n in bad)}); the run stopped"
+          " without saving that state, and the last good checkpoint is kept. Lower"
+          " --learning_rate or the weight of that term.")
+  values = {name: float(np.mean([m[name] for m in fetched]))
+            for name in fetched[0] if not name.startswith("source_train_") and name != "finite"}
+  correct = sum(float(m["source_train_correct"]) for m in fetched)
+  count = sum(float(m["source_train_count"]) for m in fetched)
+  values["source_train_accuracy"] = correct / count
+  return values
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(seconds)
+  return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class _Evaluator:
+  """Accuracy on the source and target test splits from confusion matrices.
+
+  The test batches are built once and kept on the devices, so each evaluation
+  costs only the forward passes.
+  """
+
+  def __init__(self, run: _Run):
+    self.run = run
+    config = run.config
+    self._batches = {}
+    self._steps = {}
+    for part, domain in (("source", config.source), ("target", config.target)):
+      local = data.eval_batches(domain, "test", batch_size=config.eval_batch_size,
+                                preprocess=run.preprocess, data_dir=config.data_dir)
+      self._batches[part] = [run.global_batch(b) for b in local]
+      step = step_lib.make_eval_step(run.model, run.spec, run.info.num_classes, part)
+      self._steps[part] = jax.jit(
+          step, in_shardings=(run.replicated, run.replicated, run.data_sharding),
+          out_shardings=run.replicated)
+
+  def confusion(self, part: str, params, batch_stats) -> np.ndarray:
+    total = None
+    for batch in self._batches[part]:
+      confusion = self._steps[part](params, batch_stats, batch)["confusion"]
+      total = confusion if total is None else total + confusion
+    return np.asarray(jax.device_get(total), np.float64)
+
+  def evaluate(self, state) -> dict[str, Any]:
+    values = {}
+    for part in ("source", "target"):
+      confusion = self.confusion(part, state.params["model"], state.batch_stats)
+      values[f"{part}_test_accuracy"] = float(np.trace(confusion) / confusion.sum())
+      per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1.0)
+      values[f"{part}_test_per_class_accuracy"] = per_class.tolist()
+    logging.info("eval: source test accuracy %.4f, target test accuracy %.4f",
+                 values["source_test_accuracy"], values["target_test_accuracy"])
+    return values
+
+
+def _results(config: Config, evaluation: dict[str, Any], step: int) -> dict[str, Any]:
+  return {
+      "target_test_accuracy": evaluation["target_test_accuracy"],
+      "source_test_accuracy": evaluation["source_test_accuracy"],
+      "target_test_per_class_accuracy": evaluation["target_test_per_class_accuracy"],
+      "step": step, "method": config.method, "source": config.source,
+      "target": config.target, "seed": config.seed, "model": config.model,
+  }
