@@ -33,13 +33,12 @@ class PaddingTest(parameterized.TestCase):
   @parameterized.parameters(("lstm", "last"), ("gru", "mean"), ("lstm", "max"))
   def test_rnn_classifier(self, cell, pooling):
     (tokens, _), (long_tokens, _) = _batches()
-    model = models.RNNClassifier(20, 3, embed_dim=6, hidden_size=5, cell=cell,
+    model = models.RNNClassifier(20, 3, embed_dim=4, hidden_size=5, cell=cell,
                                  pooling=pooling, num_layers=2)
     variables = model.init(jax.random.key(0), tokens, _LENGTHS)
-    apply = jax.jit(model.apply, static_argnames="return_features")
-    logits, feats = apply(variables, tokens, _LENGTHS, return_features=True)
-    long_logits, long_feats = apply(variables, long_tokens, _LENGTHS,
-                                    return_features=True)
+    logits, feats = model.apply(variables, tokens, _LENGTHS, return_features=True)
+    long_logits, long_feats = model.apply(variables, long_tokens, _LENGTHS,
+                                          return_features=True)
     np.testing.assert_allclose(logits, long_logits, atol=1e-6)
     np.testing.assert_allclose(feats, long_feats, atol=1e-6)
     # The empty sequence pools to exactly zero (no -inf from masked max).
@@ -47,22 +46,21 @@ class PaddingTest(parameterized.TestCase):
 
   def test_text_cnn(self):
     (tokens, _), (long_tokens, _) = _batches()
-    model = models.TextCNN(20, 3, embed_dim=6, widths=(2, 3), num_filters=4)
+    model = models.TextCNN(20, 3, embed_dim=4, widths=(2, 3), num_filters=5)
     variables = model.init(jax.random.key(0), tokens, _LENGTHS)
-    apply = jax.jit(model.apply, static_argnames="method")
-    feats = apply(variables, tokens, _LENGTHS, method="features")
-    long_feats = apply(variables, long_tokens, _LENGTHS, method="features")
+    feats = model.apply(variables, tokens, _LENGTHS, method="features")
+    long_feats = model.apply(variables, long_tokens, _LENGTHS, method="features")
     np.testing.assert_allclose(feats, long_feats, atol=1e-6)
     np.testing.assert_array_equal(feats[2], 0.0)
 
   def test_text_cnn_pooling_matches_unpadded_sequence(self):
     """A padded row pools exactly as the same sentence alone without padding."""
     (tokens, _), _ = _batches()
-    model = models.TextCNN(20, 3, embed_dim=6, widths=(2, 4), num_filters=4)
+    model = models.TextCNN(20, 3, embed_dim=4, widths=(2, 3), num_filters=5)
     variables = model.init(jax.random.key(0), tokens, _LENGTHS)
-    apply = jax.jit(model.apply, static_argnames="method")
-    feats = apply(variables, tokens, _LENGTHS, method="features")
-    alone = apply(variables, tokens[1:2, :2], _LENGTHS[1:2], method="features")
+    feats = model.apply(variables, tokens, _LENGTHS, method="features")
+    alone = model.apply(variables, tokens[1:2, :2], _LENGTHS[1:2],
+                        method="features")
     np.testing.assert_allclose(feats[1:2], alone, atol=1e-6)
 
   @parameterized.parameters(True, False)
@@ -70,29 +68,28 @@ class PaddingTest(parameterized.TestCase):
     (tokens, chars), (long_tokens, long_chars) = _batches()
     rng = np.random.default_rng(1)
     tags = rng.integers(0, 4, size=long_tokens.shape).astype(np.int32)
-    model = models.RNNTagger(20, 4, embed_dim=6, hidden_size=5, use_crf=use_crf,
+    model = models.RNNTagger(20, 4, embed_dim=4, hidden_size=5, use_crf=use_crf,
                              char_vocab_size=9, char_embed_dim=3, char_filters=4)
     variables = model.init(jax.random.key(0), tokens, _LENGTHS, chars)
     if use_crf:  # non-zero transitions so the CRF takes part
       crf = variables["params"]["head"]["crf"]
       variables["params"]["head"]["crf"] = jax.tree.map(
           lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), crf)
-    apply = jax.jit(model.apply, static_argnames=("return_features", "method"))
-    emissions, feats = apply(variables, tokens, _LENGTHS, chars,
-                             return_features=True)
-    long_emissions, long_feats = apply(variables, long_tokens, _LENGTHS,
-                                       long_chars, return_features=True)
+    emissions, feats = model.apply(variables, tokens, _LENGTHS, chars,
+                                   return_features=True)
+    long_emissions, long_feats = model.apply(variables, long_tokens, _LENGTHS,
+                                             long_chars, return_features=True)
     np.testing.assert_allclose(emissions, long_emissions[:, :5], atol=1e-6)
     np.testing.assert_allclose(feats, long_feats[:, :5], atol=1e-6)
     np.testing.assert_array_equal(long_emissions[:, 5:], 0.0)
-    nll = apply(variables, tokens, _LENGTHS, tags[:, :5], chars,
-                method="negative_log_likelihood")
-    long_nll = apply(variables, long_tokens, _LENGTHS, tags, long_chars,
-                     method="negative_log_likelihood")
+    nll = model.apply(variables, tokens, _LENGTHS, tags[:, :5], chars,
+                      method="negative_log_likelihood")
+    long_nll = model.apply(variables, long_tokens, _LENGTHS, tags, long_chars,
+                           method="negative_log_likelihood")
     np.testing.assert_allclose(nll, long_nll, rtol=1e-6)
     self.assertEqual(float(nll[2]), 0.0)
-    decoded = apply(variables, tokens, _LENGTHS, chars, method="decode")
-    long_decoded = apply(variables, long_tokens, _LENGTHS, long_chars,
-                         method="decode")
+    decoded = model.apply(variables, tokens, _LENGTHS, chars, method="decode")
+    long_decoded = model.apply(variables, long_tokens, _LENGTHS, long_chars,
+                               method="decode")
     np.testing.assert_array_equal(decoded, long_decoded[:, :5])
     np.testing.assert_array_equal(long_decoded[:, 5:], 0)

@@ -26,41 +26,37 @@ def test_seed_cnn_has_keras_parameter_count():
 
 
 @pytest.mark.parametrize("model, inputs, logits_shape, feats_shape", [
-    (models.TextCNN(10, 3, embed_dim=4, widths=(2, 3), num_filters=5),
+    (models.TextCNN(20, 3, embed_dim=4, widths=(2, 3), num_filters=5),
      (_TOKENS, _LENGTHS), (3, 3), (3, 10)),
-    (models.RNNClassifier(10, 3, embed_dim=4, hidden_size=5, num_layers=2),
+    (models.RNNClassifier(20, 3, embed_dim=4, hidden_size=5, num_layers=2),
      (_TOKENS, _LENGTHS), (3, 3), (3, 10)),
-    (models.RNNClassifier(10, 3, embed_dim=4, hidden_size=5, cell="gru",
+    (models.RNNClassifier(20, 3, embed_dim=4, hidden_size=5, cell="gru",
                           bidirectional=False, pooling="max"),
      (_TOKENS, _LENGTHS), (3, 3), (3, 5)),
-    (models.RNNTagger(10, 6, embed_dim=4, hidden_size=5, use_crf=True),
-     (_TOKENS, _LENGTHS), (3, 4, 6), (3, 4, 10)),
+    (models.RNNTagger(20, 4, embed_dim=4, hidden_size=5, use_crf=True),
+     (_TOKENS, _LENGTHS), (3, 4, 4), (3, 4, 10)),
     (models.RowRNNClassifier(7, hidden_size=6, bidirectional=True),
      (jnp.zeros((2, 5, 4, 3)),), (2, 7), (2, 12)),
-    (models.ResNet(7, stage_sizes=(1, 1), width=4), (jnp.zeros((2, 8, 8, 3)),),
-     (2, 7), (2, 8)),
 ])
 def test_shapes_and_backbone_head_split(model, inputs, logits_shape, feats_shape):
-  # jit compiles one program instead of one per eager op (faster tests).
-  init = jax.jit(model.init_with_output, static_argnames=("train", "return_features"))
-  (logits, feats), variables = init(_KEY, *inputs, train=False, return_features=True)
+  (logits, feats), variables = model.init_with_output(
+      _KEY, *inputs, train=False, return_features=True)
   assert (logits.shape, feats.shape) == (logits_shape, feats_shape)
   assert set(variables["params"]) == {"backbone", "head"}
   # The features method and return_features come from the same backbone.
-  features = jax.jit(model.apply, static_argnames="method")(
-      variables, *inputs, method="features")
-  np.testing.assert_allclose(features, feats, atol=1e-6)
+  np.testing.assert_allclose(
+      model.apply(variables, *inputs, method="features"), feats, atol=1e-6)
 
 
 def test_tagger_exposes_crf_parameters_and_matches_pure_functions():
-  model = models.RNNTagger(10, 3, embed_dim=4, hidden_size=5, use_crf=True)
+  model = models.RNNTagger(20, 4, embed_dim=4, hidden_size=5, use_crf=True)
   variables = model.init(_KEY, _TOKENS, _LENGTHS)
   crf = variables["params"]["head"]["crf"]
   assert jax.tree.map(jnp.shape, crf) == {
-      "transitions": (3, 3), "start_transitions": (3,), "end_transitions": (3,)}
+      "transitions": (4, 4), "start_transitions": (4,), "end_transitions": (4,)}
   crf = jax.tree.map(lambda p: p + jnp.arange(p.size).reshape(p.shape) * 0.3, crf)
   variables["params"]["head"]["crf"] = crf
-  tags = np.array([[1, 2, 0, 2], [2, 1, 1, 1], [0, 0, 0, 0]], np.int32)
+  tags = np.array([[1, 3, 0, 2], [2, 1, 1, 1], [0, 0, 0, 0]], np.int32)
   emissions = model.apply(variables, _TOKENS, _LENGTHS)
   nll = model.apply(variables, _TOKENS, _LENGTHS, tags,
                     method="negative_log_likelihood")
@@ -74,9 +70,9 @@ def test_tagger_exposes_crf_parameters_and_matches_pure_functions():
 
 
 def test_tagger_without_crf_nll_is_summed_token_cross_entropy():
-  model = models.RNNTagger(10, 3, embed_dim=4, hidden_size=5)
+  model = models.RNNTagger(20, 4, embed_dim=4, hidden_size=5)
   variables = model.init(_KEY, _TOKENS, _LENGTHS)
-  tags = np.array([[1, 2, 0, 2], [2, 1, 1, 1], [0, 0, 0, 0]], np.int32)
+  tags = np.array([[1, 3, 0, 2], [2, 1, 1, 1], [0, 0, 0, 0]], np.int32)
   emissions = np.asarray(model.apply(variables, _TOKENS, _LENGTHS), np.float64)
   nll = model.apply(variables, _TOKENS, _LENGTHS, tags,
                     method="negative_log_likelihood")
@@ -101,58 +97,58 @@ def test_domain_discriminator_shapes_and_dropout():
   assert not np.allclose(train_a, train_b)
 
 
-class TestDomainSpecificBatchNorm:
+def _reference_norm(x, mean, var, scale, bias):
+  return (x - mean) / np.sqrt(var + 1e-5) * scale + bias
 
-  model = models.ResNet(4, stage_sizes=(1,), width=4, domain_specific_bn=True)
-  images = jax.random.normal(_KEY, (4, 6, 6, 3))
-  domain = np.array([0, 0, 1, 1], np.int32)
 
-  def _init(self):
-    return self.model.init(_KEY, self.images, domain="source")
-
-  def test_source_outputs_ignore_target_examples_in_training(self):
-    variables = self._init()
-    shifted = self.images.at[2:].mul(5.0).at[2:].add(3.0)
-    outputs = [self.model.apply(variables, x, train=True, domain=self.domain,
-                                mutable=["batch_stats"])[0]
-               for x in (self.images, shifted)]
-    np.testing.assert_allclose(outputs[0][:2], outputs[1][:2], atol=1e-5)
-    # A shared batch norm mixes the domains: the same change moves the source rows.
-    shared = models.ResNet(4, stage_sizes=(1,), width=4)
-    shared_vars = shared.init(_KEY, self.images)
-    shared_out = [shared.apply(shared_vars, x, train=True, mutable=["batch_stats"])[0]
-                  for x in (self.images, shifted)]
-    assert not np.allclose(shared_out[0][:2], shared_out[1][:2], atol=1e-3)
-    # The two variants have the same parameter paths (restorable both ways).
-    assert (jax.tree.structure(shared_vars["params"])
-            == jax.tree.structure(variables["params"]))
-
-  def test_running_statistics_follow_each_domain(self):
-    variables = self._init()
-    _, updates = self.model.apply(variables, self.images, train=True,
-                                  domain="target", mutable=["batch_stats"])
-    stem = updates["batch_stats"]["backbone"]["stem_norm"]
-    np.testing.assert_array_equal(stem["mean_source"], 0.0)
-    np.testing.assert_array_equal(stem["var_source"], 1.0)
-    assert np.abs(stem["mean_target"]).sum() > 0
-    # AdaBN at test time: domain='target' uses the target statistics, which is
-    # what the source path computes once it is given those statistics.
-    variables = {**variables, **updates}
-    swapped = jax.tree.map(lambda x: x, variables)
-    for norm in jax.tree.leaves(swapped["batch_stats"], is_leaf=lambda d: "mean_source" in d):
-      norm["mean_source"], norm["var_source"] = norm["mean_target"], norm["var_target"]
+def test_domain_batch_norm_matches_numpy_per_domain():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(5, 2, 2, 3)).astype(np.float32)
+  x[3:] = x[3:] * 4.0 + 2.0  # the target domain is shifted
+  domain = np.array([0, 0, 0, 1, 1], np.int32)
+  norm = models.DomainBatchNorm(momentum=0.9)
+  variables = norm.init(_KEY, x, domain)
+  scale, bias = rng.normal(size=(2, 3)).astype(np.float32)
+  variables = {"params": {"scale": scale, "bias": bias},
+               "batch_stats": variables["batch_stats"]}
+  out, updates = norm.apply(variables, x, domain, train=True, mutable=["batch_stats"])
+  stats = updates["batch_stats"]
+  for name, rows in (("source", slice(0, 3)), ("target", slice(3, 5))):
+    mean, var = x[rows].mean((0, 1, 2)), x[rows].var((0, 1, 2))
+    # Each domain is normalised by its own batch statistics only.
+    np.testing.assert_allclose(out[rows], _reference_norm(x[rows], mean, var, scale, bias),
+                               atol=1e-5)
+    np.testing.assert_allclose(stats[f"mean_{name}"], 0.1 * mean, atol=1e-6)
+    np.testing.assert_allclose(stats[f"var_{name}"], 0.9 + 0.1 * var, atol=1e-6)
+  # A batch with no source example leaves the source statistics alone.
+  _, only_target = norm.apply({**variables, **updates}, x, np.ones(5, np.int32),
+                              train=True, mutable=["batch_stats"])
+  np.testing.assert_array_equal(only_target["batch_stats"]["mean_source"],
+                                stats["mean_source"])
+  # At test time each example uses its domain's running statistics (AdaBN).
+  test_out = norm.apply({**variables, **updates}, x, domain)
+  for name, rows in (("source", slice(0, 3)), ("target", slice(3, 5))):
     np.testing.assert_allclose(
-        self.model.apply(variables, self.images, domain="target"),
-        self.model.apply(swapped, self.images, domain="source"), atol=1e-6)
-    assert not np.allclose(
-        self.model.apply(variables, self.images, domain="target"),
-        self.model.apply(variables, self.images, domain="source"), atol=1e-4)
+        test_out[rows], _reference_norm(x[rows], stats[f"mean_{name}"],
+                                        stats[f"var_{name}"], scale, bias), atol=1e-5)
 
-  def test_domain_is_required(self):
-    with pytest.raises(ValueError, match="domain is required"):
-      self.model.init(_KEY, self.images)
-    with pytest.raises(ValueError, match=r"int array \[B\] = \(4,\)"):
-      self.model.init(_KEY, self.images, domain=np.zeros(3, np.int32))
+
+def test_resnet_domain_specific_batch_norm():
+  images = jnp.zeros((2, 8, 8, 3))
+  model = models.ResNet(7, stage_sizes=(1, 1), width=4, domain_specific_bn=True)
+  (logits, feats), variables = model.init_with_output(
+      _KEY, images, domain="target", return_features=True)
+  assert (logits.shape, feats.shape) == ((2, 7), (2, 8))
+  assert set(variables["params"]) == {"backbone", "head"}
+  stem = variables["batch_stats"]["backbone"]["stem_norm"]
+  assert set(stem) == {"mean_source", "var_source", "mean_target", "var_target"}
+  # Same parameter paths as the shared-statistics ResNet: each restores the other.
+  shared = models.ResNet(7, stage_sizes=(1, 1), width=4).init(_KEY, images)
+  assert jax.tree.structure(shared["params"]) == jax.tree.structure(variables["params"])
+  with pytest.raises(ValueError, match="domain is required"):
+    model.apply(variables, images)
+  with pytest.raises(ValueError, match=r"int array \[B\] = \(2,\)"):
+    model.apply(variables, images, domain=np.zeros(3, np.int32))
 
 
 @pytest.mark.parametrize("call, message", [

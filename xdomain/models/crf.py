@@ -31,7 +31,8 @@ def _check(emissions, lengths, transitions, start_transitions, end_transitions,
         f"emissions must be [B, L, T]; got shape {getattr(emissions, 'shape', None)}.")
   batch, max_length, num_tags = emissions.shape
   if max_length < 1 or num_tags < 1:
-    raise ValueError(f"emissions must have L >= 1 and T >= 1; got shape {emissions.shape}.")
+    raise ValueError(
+        f"emissions must have L >= 1 and T >= 1; got shape {emissions.shape}.")
   if getattr(lengths, "shape", None) != (batch,):
     raise ValueError(
         f"lengths must be [B] = ({batch},); got shape {getattr(lengths, 'shape', None)}.")
@@ -184,7 +185,7 @@ def crf_decode(emissions, lengths, transitions, start_transitions=None,
 
 
 class CRF(nn.Module):
-  """CRF layer holding `transitions [T, T]`, `start_transitions [T]`, `end_transitions [T]`.
+  """CRF layer with `transitions [T, T]`, `start_transitions`, `end_transitions [T]`.
 
   All three start at zero (the CRF then equals independent per-token softmax).
 

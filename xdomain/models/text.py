@@ -162,7 +162,7 @@ class RNNBackbone(nn.Module):
     self.dropout = nn.Dropout(self.dropout_rate)
 
   def encode(self, inputs, lengths, *, train: bool = False):
-    """Per-step outputs [B, L, D_out] (zero past each length) and final state [B, D_out]."""
+    """Per-step outputs [B, L, D_out] (0 past each length), final state [B, D_out]."""
     x = self.embed(inputs) if self.vocab_size else inputs
     x = self.dropout(x, deterministic=not train)
     return self.encoder(x, lengths, train=train)
@@ -464,7 +464,7 @@ class RNNTagger(nn.Module):
       raise ValueError(f"chars must be integer ids; got dtype {chars.dtype}.")
 
   def features(self, tokens, lengths, chars=None, *, train: bool = False):
-    """Token features [B, L, hidden_size * (2 if bidirectional else 1)], 0 past each length."""
+    """Token features [B, L, hidden_size * (2 if bidirectional else 1)], 0 past lengths."""
     inputs_lib.check_tokens(tokens, lengths)
     self._check_chars(tokens, chars)
     return self.backbone(tokens, lengths, chars, train=train)
