@@ -133,7 +133,8 @@ def test_coral_matches_numpy():
   rng = np.random.default_rng(2)
   xs = rng.normal(size=(20, 6)).astype(np.float32)
   xt = (rng.normal(size=(15, 6)) * 2.0 + 1.0).astype(np.float32)
-  expected = ((np.cov(xs, rowvar=False, ddof=1) - np.cov(xt, rowvar=False, ddof=1)) ** 2).sum() / (4 * 36)
+  difference = np.cov(xs, rowvar=False, ddof=1) - np.cov(xt, rowvar=False, ddof=1)
+  expected = (difference**2).sum() / (4 * 6**2)
   np.testing.assert_allclose(jit(losses.coral)(xs, xt), expected, rtol=1e-5)
 
 

@@ -16,6 +16,7 @@ from xdomain.losses.adversarial import cdan_random_matrices
 from xdomain.losses.adversarial import domain_adversarial
 from xdomain.losses.adversarial import gradient_reversal
 from xdomain.losses.discrepancy import DEFAULT_BANDWIDTH_MULTIPLIERS
+from xdomain.losses.discrepancy import DEFAULT_BLOCK_SIZE
 from xdomain.losses.discrepancy import MEDIAN_MAX_POINTS
 from xdomain.losses.discrepancy import coral
 from xdomain.losses.discrepancy import jmmd
@@ -33,6 +34,7 @@ from xdomain.losses.teacher import pseudo_label
 __all__ = [
     "CdanRandomMatrices",
     "DEFAULT_BANDWIDTH_MULTIPLIERS",
+    "DEFAULT_BLOCK_SIZE",
     "MEDIAN_MAX_POINTS",
     "cdan",
     "cdan_entropy_weights",

@@ -49,7 +49,7 @@ def gradient_reversal(x: Any, scale: float | jax.Array = 1.0) -> Any:
   Example:
     >>> import jax
     >>> from xdomain import losses
-    >>> float(jax.grad(lambda x: losses.gradient_reversal(x, 0.5) * 3.0)(2.0))
+    >>> float(jax.jit(jax.grad(lambda x: losses.gradient_reversal(x, 0.5) * 3.0))(2.0))
     -1.5
 
   References:
@@ -300,13 +300,14 @@ def cdan(
   Example:
     >>> import jax, jax.numpy as jnp
     >>> from xdomain import losses
+    >>> def loss_fn(features, class_logits, w, scale):  # source rows first, then target
+    ...   h = losses.cdan_features(features, jax.nn.softmax(class_logits))  # [8, 64]
+    ...   d = losses.gradient_reversal(h, scale) @ w  # a linear stand-in discriminator
+    ...   return losses.cdan(d[:4], d[4:], source_class_logits=class_logits[:4],
+    ...                      target_class_logits=class_logits[4:])
     >>> ks = jax.random.split(jax.random.key(0), 3)
     >>> f = jax.random.normal(ks[0], (8, 16)); cls = jax.random.normal(ks[1], (8, 4))
-    >>> h = losses.cdan_features(f, jax.nn.softmax(cls))  # [8, 64] -> discriminator
-    >>> d = h @ jax.random.normal(ks[2], (64,)) / 8.0       # a stand-in discriminator
-    >>> loss = losses.cdan(d[:4], d[4:], source_class_logits=cls[:4],
-    ...                    target_class_logits=cls[4:])
-    >>> loss.shape
+    >>> jax.jit(loss_fn)(f, cls, jax.random.normal(ks[2], (64,)) / 8.0, 1.0).shape
     ()
 
   References:

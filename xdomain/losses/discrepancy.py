@@ -23,6 +23,11 @@ from xdomain.losses import _checks
 # around the median, the multi-kernel family of DAN (Long et al. 2015).
 DEFAULT_BANDWIDTH_MULTIPLIERS = (0.5, 2.0**-0.5, 1.0, 2.0**0.5, 2.0)
 
+# Rows of kernel matrix computed at a time by the quadratic estimators by
+# default: dense up to this many rows, blocked beyond (on a 2-core CPU blocks
+# of 256-1024 rows were also faster than one dense matrix; see benchmarks/).
+DEFAULT_BLOCK_SIZE = 1024
+
 # The median heuristic looks at the pairwise distances of at most this many
 # pooled points, so it costs O(1) memory in the batch size.
 MEDIAN_MAX_POINTS = 1024
@@ -41,11 +46,26 @@ def _sq_dists(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.maximum(aa[:, None] + bb[None, :] - 2.0 * ab, 0.0)
 
 
+@jax.checkpoint
+def _multi_gaussian(d2: jax.Array, scales: jax.Array) -> jax.Array:
+  """mean_s exp(-d2 * scales[s]) for squared distances d2 of any shape.
+
+  A sum over the (static) number of kernels, not a broadcast over a kernel
+  axis, so XLA fuses it into one pass without a [..., K] intermediate; the
+  checkpoint makes the backward pass recompute the exponentials from d2
+  instead of keeping K of them.
+  """
+  total = jnp.exp(-d2 * scales[0])
+  for s in range(1, scales.shape[0]):
+    total = total + jnp.exp(-d2 * scales[s])
+  return total / scales.shape[0]
+
+
 def _gram(a_layers, b_layers, scales) -> jax.Array:
   """Product over layers of the multi-kernel Gaussian Gram matrices, [p, q]."""
   gram = None
   for a, b, c in zip(a_layers, b_layers, scales):
-    layer = jnp.mean(jnp.exp(-_sq_dists(a, b)[..., None] * c), axis=-1)
+    layer = _multi_gaussian(_sq_dists(a, b), c)
     gram = layer if gram is None else gram * layer
   return gram
 
@@ -54,8 +74,7 @@ def _paired_kernel(a_layers, b_layers, scales) -> jax.Array:
   """Kernel values k(a_i, b_i) of row-aligned pairs, [p]; O(p) memory."""
   values = None
   for a, b, c in zip(a_layers, b_layers, scales):
-    d2 = jnp.sum(jnp.square(a - b), axis=-1)
-    layer = jnp.mean(jnp.exp(-d2[:, None] * c), axis=-1)
+    layer = _multi_gaussian(jnp.sum(jnp.square(a - b), axis=-1), c)
     values = layer if values is None else values * layer
   return values
 
@@ -276,10 +295,10 @@ def median_bandwidth(
     A scalar, float32 for float32/bf16 inputs (1.0 if all points coincide).
 
   Example:
-    >>> import jax.numpy as jnp
+    >>> import jax, jax.numpy as jnp
     >>> from xdomain import losses
     >>> x = jnp.array([[0.0], [1.0]]); y = jnp.array([[3.0]])
-    >>> print(float(losses.median_bandwidth(x, y)))  # distances 1, 2, 3
+    >>> print(float(jax.jit(losses.median_bandwidth)(x, y)))  # distances 1, 2, 3
     2.0
 
   References:
@@ -295,7 +314,7 @@ def mmd(
     *,
     bandwidths: Bandwidths = None,
     estimator: str = "unbiased",
-    block_size: int | None = None,
+    block_size: int | None = DEFAULT_BLOCK_SIZE,
     x_where: jax.Array | None = None,
     y_where: jax.Array | None = None,
 ) -> jax.Array:
@@ -318,15 +337,18 @@ def mmd(
     :math:`h_i = k(x_{2i}, x_{2i+1}) + k(y_{2i}, y_{2i+1}) - k(x_{2i}, y_{2i+1})
     - k(x_{2i+1}, y_{2i})`. O(n) time and memory: no n x n matrix is formed.
 
-  Quadratic estimators form [n, m] kernel matrices; with `block_size` they are
-  instead accumulated `block_size` rows at a time (the backward pass
-  recomputes each block), so memory is O(block_size * max(n, m)) and batches of
-  tens of thousands fit. The result is the same up to rounding.
+  The quadratic estimators sum [n, m] kernel matrices `block_size` rows at a
+  time (1024 by default; the backward pass recomputes each block), so memory is
+  O(block_size * max(n, m)) and batches of tens of thousands fit; with
+  `block_size=None`, or n <= block_size, the matrices are formed whole. The
+  result is the same up to rounding.
 
   With `bandwidths=None` the widths are the median heuristic
   (:func:`median_bandwidth` on the pooled sample) times
   `DEFAULT_BANDWIDTH_MULTIPLIERS` = (1/2, 1/sqrt(2), 1, sqrt(2), 2), i.e. five
   kernels whose variances 2s^2 span 2^-2 .. 2^2 times the median, as in DAN.
+  The heuristic looks at no more than 1024 pooled points, a cost that does not
+  grow with n, and no gradient flows through it.
 
   Computation is in float32 (or wider) whatever the input dtype. To jit, close
   over the Python-valued keywords (`functools.partial(mmd, estimator="linear")`)
@@ -338,8 +360,8 @@ def mmd(
     bandwidths: None for the median heuristic, or a float or 1-D sequence of
       kernel widths s (may be a traced array).
     estimator: "biased", "unbiased" or "linear".
-    block_size: None for dense kernel matrices, or the number of rows per block
-      of the quadratic estimators. Ignored by "linear", which is O(n) already.
+    block_size: rows per block of the quadratic estimators (default 1024), or
+      None for whole kernel matrices. Ignored by "linear", which is O(n) already.
     x_where: optional boolean [n] mask; masked rows of x are left out exactly
       as if removed (the linear estimator pairs the valid rows in order and
       uses floor(min(n_valid, m_valid) / 2) pairs).
@@ -354,13 +376,15 @@ def mmd(
       unknown estimator, n != m with "linear", or badly shaped masks/bandwidths.
 
   Example:
-    >>> import jax, jax.numpy as jnp
+    >>> import functools, jax, jax.numpy as jnp
     >>> from xdomain import losses
     >>> kx, ky = jax.random.split(jax.random.key(0))
     >>> x = jax.random.normal(kx, (64, 8)); y = jax.random.normal(ky, (64, 8)) + 1.0
-    >>> bool(losses.mmd(x, y) > losses.mmd(x, x + 0.01))
+    >>> mmd = jax.jit(losses.mmd)
+    >>> bool(mmd(x, y) > mmd(x, x + 0.01))
     True
-    >>> bool(jnp.abs(losses.mmd(x, x, estimator="biased")) < 1e-6)
+    >>> biased = jax.jit(functools.partial(losses.mmd, estimator="biased"))
+    >>> bool(jnp.abs(biased(x, x)) < 1e-6)
     True
 
   References:
@@ -379,7 +403,7 @@ def jmmd(
     *,
     bandwidths: Sequence[Bandwidths] | None = None,
     estimator: str = "unbiased",
-    block_size: int | None = None,
+    block_size: int | None = DEFAULT_BLOCK_SIZE,
     x_where: jax.Array | None = None,
     y_where: jax.Array | None = None,
 ) -> jax.Array:
@@ -416,14 +440,14 @@ def jmmd(
       mismatched feature dimensions or a `bandwidths` of the wrong length.
 
   Example:
-    >>> import jax, jax.numpy as jnp
+    >>> import functools, jax, jax.numpy as jnp
     >>> from xdomain import losses
     >>> k = jax.random.split(jax.random.key(0), 4)
     >>> fs, ft = jax.random.normal(k[0], (32, 16)), jax.random.normal(k[1], (32, 16))
     >>> ps = jax.nn.softmax(jax.random.normal(k[2], (32, 4)))
     >>> pt = jax.nn.softmax(jax.random.normal(k[3], (32, 4)))
-    >>> loss = losses.jmmd([fs, ps], [ft, pt], bandwidths=[None, 1.68])
-    >>> loss.shape
+    >>> jan = jax.jit(functools.partial(losses.jmmd, bandwidths=[None, 1.68]))
+    >>> jan([fs, ps], [ft, pt]).shape
     ()
 
   References:
@@ -476,10 +500,11 @@ def coral(
   Example:
     >>> import jax, jax.numpy as jnp
     >>> from xdomain import losses
+    >>> coral = jax.jit(losses.coral)
     >>> xs = jnp.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])  # C_s = 2/3 I
-    >>> print(f"{float(losses.coral(xs, 2.0 * xs)):.4f}")  # C_t = 8/3 I: 4 * 2^2 / 16
+    >>> print(f"{float(coral(xs, 2.0 * xs)):.4f}")  # C_t = 8/3 I: 4 * 2^2 / 16
     0.5000
-    >>> bool(losses.coral(xs, xs + 3.0) < 1e-9)  # translation does not matter
+    >>> bool(coral(xs, xs + 3.0) < 1e-9)  # translation does not matter
     True
 
   References:

@@ -12,7 +12,8 @@ def _check_steps(value: int, name: str, *, allow_zero: bool) -> None:
     raise ValueError(f"{name} must be {bound} int, got {value!r}.")
 
 
-def dann_schedule(total_steps: int, *, gamma: float = 10.0, max_value: float = 1.0) -> optax.Schedule:
+def dann_schedule(total_steps: int, *, gamma: float = 10.0,
+                  max_value: float = 1.0) -> optax.Schedule:
   r"""DANN's adaptation-weight schedule, rising from 0 to `max_value`.
 
   .. math::
