@@ -1,9 +1,34 @@
 """Test-wide setup: eight fake CPU devices, set before JAX starts."""
 
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (
       os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
   ).strip()
+# A compilation cache for the session (and the subprocesses it starts): the
+# many short runs of the tests compile the same steps again and again.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="xdomain_jax_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import pytest  # noqa: E402  (after the XLA flags, which must precede JAX)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """One tfds data dir for the whole session: each domain is prepared once."""
+  path = tmp_path_factory.getbasetemp() / "xdomain_data"
+  path.mkdir(exist_ok=True)
+  return str(path)
+
+
+def pytest_sessionfinish(session, exitstatus):
+  """Removes the compilation cache this session created."""
+  del session, exitstatus
+  cache = os.environ.get("JAX_COMPILATION_CACHE_DIR", "")
+  if os.path.basename(cache).startswith("xdomain_jax_cache_"):
+    import shutil
+    shutil.rmtree(cache, ignore_errors=True)

@@ -13,14 +13,6 @@ from xdomain import data
 from xdomain.data import builders
 
 
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-  # A fixed path under the session's base temp dir, so every test module that
-  # asks for it reuses the data prepared once.
-  path = tmp_path_factory.getbasetemp() / "xdomain_data"
-  path.mkdir(exist_ok=True)
-  return str(path)
-
 
 @pytest.mark.parametrize("name", ["digits/mnist", "digits/uci", "digits/mnist_m"])
 @pytest.mark.parametrize("split", ["train", "test"])

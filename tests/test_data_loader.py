@@ -11,13 +11,6 @@ from xdomain import data
 from xdomain.data import domains
 
 
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-  # Same path as in test_data_domains.py: the domains are prepared once.
-  path = tmp_path_factory.getbasetemp() / "xdomain_data"
-  path.mkdir(exist_ok=True)
-  return str(path)
-
 
 def _loader(data_dir, **overrides):
   kwargs = dict(batch_size=32, preprocess=data.ImagePreprocess(augment=True), seed=7,

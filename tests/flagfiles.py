@@ -1,0 +1,54 @@
+"""Runs experiment flag files in-process, as `experiments/main.py` would parse them."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import os
+
+from xdomain.config import Config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = os.path.join(REPO, "experiments")
+
+# Small enough for a test, large enough to log, evaluate and checkpoint.
+SMOKE_OVERRIDES = {
+    "steps": 2, "batch_size": 16, "eval_batch_size": 64, "log_every": 1,
+    "eval_every": 2, "checkpoint_every": 2, "discriminator_hidden": 32,
+    "cdan_random_dim": 64,
+}
+
+
+def _main_module():
+  spec = importlib.util.spec_from_file_location(
+      "xdomain_experiments_main", os.path.join(EXPERIMENTS, "main.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+_MAIN = None
+
+
+def flag_files(task: str) -> list[str]:
+  """The flag files of `experiments/<task>/`, relative to the repository."""
+  return sorted(os.path.relpath(p, REPO)
+                for p in glob.glob(os.path.join(EXPERIMENTS, task, "*.flags")))
+
+
+def config_from_flagfile(path: str, **overrides) -> Config:
+  """The Config that `main.py --flagfile=path --k=v ...` would build."""
+  global _MAIN
+  if _MAIN is None:
+    _MAIN = _main_module()
+  argv = ["main.py", f"--flagfile={os.path.join(REPO, path)}", "--workdir=unused"]
+  argv += [f"--{k}={v}" for k, v in overrides.items()]
+  _MAIN.flags.FLAGS.unparse_flags()
+  _MAIN.flags.FLAGS(argv)
+  return _MAIN.config_from_flags()
+
+
+def read_jsonl(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
