@@ -50,7 +50,8 @@ def make_dann(config: Config) -> base.Method:
         ds, dt, source_where=ms, target_where=mt)}
 
   return base.Method(name="dann", terms=terms,
-                     weights={"domain_adversarial": 1.0}, init_aux=init_aux)
+                     weights={"domain_adversarial": 1.0}, init_aux=init_aux,
+                     logged_schedules={"gradient_reversal": reversal})
 
 
 def make_cdan(config: Config) -> base.Method:
@@ -94,4 +95,4 @@ def make_cdan(config: Config) -> base.Method:
                                 **entropy_logits)}
 
   return base.Method(name="cdan", terms=terms, weights={"cdan": 1.0},
-                     init_aux=init_aux)
+                     init_aux=init_aux, logged_schedules={"gradient_reversal": reversal})

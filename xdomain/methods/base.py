@@ -47,6 +47,34 @@ class Outputs:
 
 TermsFn = Callable[[Outputs, Params, jax.Array, jax.Array], Mapping[str, jax.Array]]
 InitAuxFn = Callable[[jax.Array, int, int], Params]
+ModelTermsFn = Callable[[Any, Params, tuple, Params, jax.Array], Mapping[str, jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+  """A teacher model that gives target logits but is not trained by the optimizer.
+
+  Its state lives in `TrainState.untrained['teacher']` (checkpointed, so a
+  resumed run continues with the same teacher) and never receives gradients.
+
+  Attributes:
+    init: `(student_variables) -> teacher_state`, called once after the
+      student is initialised (and restored by `--init_from`);
+      `student_variables` is `{'params': ..., 'batch_stats': ...}`.
+    logits: `(teacher_state, target_inputs, apply_student) -> logits` of the
+      teacher on the target part of the batch (the model inputs, e.g.
+      `(images,)` or `(tokens, lengths)`); `apply_student(variables, *inputs)`
+      runs the student's architecture in inference mode (for teachers that are
+      copies of the student). The result becomes `Outputs.teacher_target_logits`.
+    refresh: optional `(teacher_state, student_variables, ema, step) ->
+      teacher_state`, called after every update with the new step (e.g. copy
+      the student every K steps); `ema` is the EMA of the student when the
+      method keeps one (`ema_decay`), else `{}`.
+  """
+
+  init: Callable[[Params], Params]
+  logits: Callable[[Params, tuple[jax.Array, ...], Callable[..., jax.Array]], jax.Array]
+  refresh: Callable[[Params, Params, Params, jax.Array], Params] | None = None
 
 
 def _no_terms(outputs, aux_params, rng, step):
@@ -72,6 +100,15 @@ class Method:
       its target logits are given to `terms`.
     target_views: `(images, rng) -> (student_view, teacher_view)`: two random
       views of the target images (mean teacher), or None for the images as is.
+    logged_schedules: schedules that shape a term other than through its weight
+      (e.g. the gradient-reversal coefficient), logged as `schedule/<name>`.
+    teacher: a `Teacher` (distillation, pseudo-labels) whose target logits go
+      to `terms` as `teacher_target_logits` (instead of the EMA's), or None.
+    model_terms: `(model, variables, inputs, aux_params, dropout_rng) ->
+      {name: scalar}`, terms that run the model themselves (in training mode)
+      on the model inputs of both domains (concatenated on the batch axis),
+      e.g. language modelling; weighted by `weights` like `terms`.
+    task_weight: weight of the source task loss (0 for pure pretraining).
   """
 
   name: str
@@ -82,6 +119,10 @@ class Method:
   init_aux: InitAuxFn | None = None
   ema_decay: float | None = None
   target_views: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]] | None = None
+  logged_schedules: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  teacher: Teacher | None = None
+  model_terms: ModelTermsFn | None = None
+  task_weight: float = 1.0
 
 
 def adaptation_weight(config: Config) -> optax.Schedule:

@@ -7,6 +7,7 @@ depend on the device count.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,7 +31,9 @@ class TrainState:
 
   `params` holds `model` (the classifier) and `aux` (the method's own trainable
   parts, e.g. a discriminator); `ema` holds the EMA teacher's `params` and
-  `batch_stats` for methods that keep one (empty otherwise).
+  `batch_stats` for methods that keep one (empty otherwise); `untrained`
+  holds what the step reads but never trains (xdomain/transfer.py): the
+  method's `teacher` state and the L2-SP `anchor` (empty otherwise).
   """
 
   step: jax.Array
@@ -38,6 +41,7 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   ema: Any
+  untrained: Any = flax.struct.field(default_factory=dict)
 
 
 def learning_rate_schedule(config: Config) -> optax.Schedule:
@@ -75,6 +79,8 @@ def model_inputs(part: Mapping[str, jax.Array], spec: ModelSpec) -> tuple[jax.Ar
   """The positional model inputs held by one domain's part of a batch."""
   if spec.modality == "image":
     return (part["image"],)
+  if "chars" in part:  # the tagger's character CNN (--char_cnn)
+    return (part["tokens"], part["lengths"], part["chars"])
   return (part["tokens"], part["lengths"])
 
 
@@ -140,9 +146,13 @@ def _task_loss(logits: jax.Array, labels: jax.Array, mask: jax.Array | None):
 
 
 def make_train_step(model, spec: ModelSpec, method: Method,
-                    tx: optax.GradientTransformation, lr_schedule: optax.Schedule
+                    tx: optax.GradientTransformation, lr_schedule: optax.Schedule,
+                    regularizer: Callable[[Any, Any], Mapping[str, jax.Array]] | None = None
                     ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict]]:
   """Builds the pure `train_step(state, batch, rng) -> (state, metrics)`.
+
+  `regularizer(model_params, untrained) -> {name: scalar}` adds terms of
+  weight 1 on the parameters themselves (L2-SP, see `transfer.regularizer`).
 
   The model runs once over the source and target parts together (batch norm
   sees both domains, as in the reference implementations). A step whose loss
@@ -189,7 +199,11 @@ def make_train_step(model, spec: ModelSpec, method: Method,
         target_mask = (jnp.arange(target_length)[None, :] < target["lengths"][:, None]
                        if target_length is not None else None)
         teacher_logits = None
-        if method.ema_decay is not None:
+        if method.teacher is not None:
+          teacher_logits = method.teacher.logits(
+              state.untrained["teacher"], (teacher_view,) + tuple(target_inputs[1:]),
+              functools.partial(_apply_inference, model, spec))
+        elif method.ema_decay is not None:
           teacher_variables = {"params": state.ema["params"]}
           if state.ema["batch_stats"]:
             teacher_variables["batch_stats"] = state.ema["batch_stats"]
@@ -200,11 +214,20 @@ def make_train_step(model, spec: ModelSpec, method: Method,
             target_logits=_crop(logits[num_source:], target_length),
             target_features=_crop(features[num_source:], target_length),
             target_mask=target_mask, teacher_target_logits=teacher_logits)
-      task, correct, count = _task_loss(outputs.source_logits, source_labels, source_mask)
-      terms = method.terms(outputs, params["aux"], method_rng, state.step)
-      total, logs = losses.combine(
-          task, {name: (method.weights[name], value) for name, value in terms.items()},
-          state.step)
+      if spec.task_loss is not None:  # e.g. a CRF's negative log-likelihood
+        task, correct, count = spec.task_loss(
+            model, variables, outputs.source_logits, source_labels, source_mask)
+      else:
+        task, correct, count = _task_loss(outputs.source_logits, source_labels, source_mask)
+      terms = dict(method.terms(outputs, params["aux"], method_rng, state.step))
+      if method.model_terms is not None:  # e.g. language modelling on both domains
+        terms.update(method.model_terms(model, variables, inputs, params["aux"],
+                                        dropout_rng))
+      weighted = {name: (method.weights[name], value) for name, value in terms.items()}
+      if regularizer is not None:
+        weighted.update({name: (1.0, value) for name, value
+                         in regularizer(params["model"], state.untrained).items()})
+      total, logs = losses.combine(method.task_weight * task, weighted, state.step)
       return total, (logs, updates.get("batch_stats", {}), correct, count)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -216,16 +239,33 @@ def make_train_step(model, spec: ModelSpec, method: Method,
       ema = optax.incremental_update(
           {"params": params["model"], "batch_stats": batch_stats}, state.ema,
           1.0 - method.ema_decay)
-    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in logs.values()]))
+    untrained = state.untrained
+    if method.teacher is not None and method.teacher.refresh is not None:
+      untrained = dict(untrained, teacher=method.teacher.refresh(
+          untrained["teacher"], {"params": params["model"], "batch_stats": batch_stats},
+          ema, state.step + 1))
+    grad_norm = optax.tree.norm(grads)
+    # Gradients can turn NaN while the loss stays finite (e.g. max/ReLU drop a
+    # NaN activation forward but not backward): check both.
+    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in logs.values()])) & jnp.isfinite(grad_norm)
     updated = state.replace(params=params, batch_stats=batch_stats,
-                            opt_state=opt_state, ema=ema)
+                            opt_state=opt_state, ema=ema, untrained=untrained)
     kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
-    metrics = dict(logs, learning_rate=lr_schedule(state.step),
+    metrics = dict(logs, learning_rate=lr_schedule(state.step), grad_norm=grad_norm,
                    source_train_correct=correct, source_train_count=count,
                    finite=finite)
+    for name, schedule in method.logged_schedules.items():
+      metrics[f"schedule/{name}"] = schedule(state.step)
     return kept.replace(step=state.step + 1), metrics
 
   return train_step
+
+
+def _apply_inference(model, spec: ModelSpec, variables, *inputs) -> jax.Array:
+  """Target logits of `model` with `variables` (no dropout, batch-norm statistics fixed)."""
+  variables = {name: value for name, value in variables.items() if value}
+  return model.apply(variables, *inputs, train=False,
+                     **({"domain": "target"} if spec.domain_specific_bn else {}))
 
 
 def _crop(x: jax.Array, length: int | None) -> jax.Array:
@@ -237,7 +277,10 @@ def make_eval_step(model, spec: ModelSpec, num_classes: int, domain: str):
   """Builds `eval_step(params, batch_stats, batch) -> sums` for one domain's batches.
 
   Returns the confusion-matrix sum over the batch's real examples (or tokens),
-  from which the host forms exact accuracies over all batches.
+  from which the host forms exact accuracies over all batches; text models
+  also return `predictions`, `labels` and `valid` ([B] or [B, L]) for the
+  host's macro-F1 and entity span scores. Predictions are the argmax, or
+  `spec.predict` (e.g. Viterbi decoding with a CRF).
   """
 
   def eval_step(params, batch_stats, batch):
@@ -251,11 +294,17 @@ def make_eval_step(model, spec: ModelSpec, num_classes: int, domain: str):
     mask = token_mask(batch, labels)
     if mask is not None:
       valid = valid[:, None] & mask
-    predictions = jnp.argmax(logits, -1)
-    valid = valid.astype(jnp.float32)
-    true = jax.nn.one_hot(labels, num_classes) * valid[..., None]
+    if spec.predict is not None:
+      predictions = spec.predict(model, variables, logits, batch["lengths"])
+    else:
+      predictions = jnp.argmax(logits, -1)
+    weights = valid.astype(jnp.float32)
+    true = jax.nn.one_hot(labels, num_classes) * weights[..., None]
     predicted = jax.nn.one_hot(predictions, num_classes)
     # confusion[i, j]: real examples (or tokens) of class i predicted as j.
-    return {"confusion": jnp.einsum("...i,...j->ij", true, predicted)}
+    sums = {"confusion": jnp.einsum("...i,...j->ij", true, predicted)}
+    if spec.modality == "text":
+      sums.update(predictions=predictions.astype(jnp.int32), labels=labels, valid=valid)
+    return sums
 
   return eval_step

@@ -1,0 +1,105 @@
+"""The pure train step against plain JAX: the task loss, the methods' terms, NaN guard."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from xdomain import losses
+from xdomain import methods
+from xdomain.config import Config
+from xdomain.train import model_zoo
+from xdomain.train import step as step_lib
+
+NUM_CLASSES = 10
+
+
+def _setup(method_name: str, **overrides):
+  config = Config(method=method_name, optimizer="sgd", momentum=0.0, learning_rate=0.1,
+                  discriminator_hidden=16, **overrides)
+  spec = model_zoo.MODELS[config.model]
+  model = spec.build(config, NUM_CLASSES)
+  method = methods.METHODS[method_name](config)
+  tx = step_lib.make_optimizer(config)
+  rng = np.random.default_rng(0)
+  batch = {
+      "source": {"image": rng.uniform(size=(8, 28, 28, 1)).astype(np.float32),
+                 "label": rng.integers(0, NUM_CLASSES, 8).astype(np.int32)},
+      "target": {"image": rng.uniform(size=(8, 28, 28, 1)).astype(np.float32)},
+  }
+  state = step_lib.init_state(model, spec, method, tx, batch, jax.random.key(0))
+  train_step = jax.jit(step_lib.make_train_step(
+      model, spec, method, tx, step_lib.learning_rate_schedule(config)))
+  return model, state, batch, train_step
+
+
+def test_source_only_step_is_one_sgd_step_on_the_cross_entropy():
+  model, state, batch, train_step = _setup("source_only")
+
+  def reference_loss(params):
+    logits = model.apply({"params": params}, batch["source"]["image"], train=True)
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits, batch["source"]["label"]).mean()
+
+  params = state.params["model"]
+  loss, grads = jax.value_and_grad(reference_loss)(params)
+  expected = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+  new_state, metrics = train_step(state, batch, jax.random.key(1))
+  np.testing.assert_allclose(metrics["task"], loss, rtol=1e-5)
+  np.testing.assert_allclose(metrics["total"], loss, rtol=1e-5)
+  assert int(new_state.step) == 1
+  for got, want in zip(jax.tree.leaves(new_state.params["model"]), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method_name, term, reference", [
+    ("dan", "mmd", lambda fs, ft, ls, lt: losses.mmd(fs, ft)),
+    ("coral", "coral", lambda fs, ft, ls, lt: losses.coral(fs, ft)),
+    ("jan", "jmmd", lambda fs, ft, ls, lt: losses.jmmd(
+        [fs, jax.nn.softmax(ls)], [ft, jax.nn.softmax(lt)])),
+    ("entropy", "entropy", lambda fs, ft, ls, lt: losses.entropy(lt).mean()),
+    ("mcc", "mcc", lambda fs, ft, ls, lt: losses.mcc(lt, temperature=2.5)),
+])
+def test_logged_term_is_the_loss_of_the_model_outputs(method_name, term, reference):
+  model, state, batch, train_step = _setup(method_name, adapt_weight=0.5)
+  images = jnp.concatenate([batch["source"]["image"], batch["target"]["image"]])
+  logits, features = model.apply({"params": state.params["model"]}, images, train=True,
+                                 return_features=True)
+  expected = reference(features[:8], features[8:], logits[:8], logits[8:])
+  _, metrics = train_step(state, batch, jax.random.key(1))
+  np.testing.assert_allclose(metrics[term], expected, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(metrics["total"],
+                             metrics["task"] + metrics[f"weight/{term}"] * metrics[term],
+                             rtol=1e-5)
+  assert float(metrics[f"weight/{term}"]) == 0.5
+
+
+def test_dann_logs_the_reversal_schedule_and_trains_the_discriminator():
+  _, state, batch, train_step = _setup("dann", adapt_schedule="dann", steps=100)
+  new_state, metrics = train_step(state, batch, jax.random.key(1))
+  assert float(metrics["schedule/gradient_reversal"]) == 0.0  # p = 0 at the first step
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)),
+                         state.params["aux"], new_state.params["aux"])
+  assert all(jax.tree.leaves(changed))
+
+
+def test_mean_teacher_moves_the_teacher_by_its_decay():
+  _, state, batch, train_step = _setup("mean_teacher", ema_decay=0.9)
+  new_state, _ = train_step(state, batch, jax.random.key(1))
+  expected = jax.tree.map(lambda t, s: 0.9 * t + 0.1 * s, state.ema["params"],
+                          new_state.params["model"])
+  for got, want in zip(jax.tree.leaves(new_state.ema["params"]), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_a_non_finite_step_leaves_the_state_unchanged():
+  _, state, batch, train_step = _setup("source_only")
+  batch["source"]["image"][0, 0, 0, 0] = np.nan
+  new_state, metrics = train_step(state, batch, jax.random.key(1))
+  assert not bool(metrics["finite"])
+  for got, want in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(got, want)
+  assert int(new_state.step) == 1
