@@ -20,6 +20,13 @@ SMOKE_OVERRIDES = {
 }
 
 
+def smoke_devices():
+  """Smoke runs use one device: compiling for the 8 fake devices costs several
+  times more, and device-count independence has tests of its own."""
+  import jax
+  return jax.devices()[:1]
+
+
 def _main_module():
   spec = importlib.util.spec_from_file_location(
       "xdomain_experiments_main", os.path.join(EXPERIMENTS, "main.py"))

@@ -48,11 +48,13 @@ def test_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
   config = flagfiles.config_from_flagfile(flagfile, **flagfiles.SMOKE_OVERRIDES,
                                           data_dir=data_dir)
   config.validate()
-  results = train_and_evaluate(config, str(tmp_path))
+  results = train_and_evaluate(config, str(tmp_path),
+                               devices=flagfiles.smoke_devices())
   assert results["step"] == 2
   assert 0.0 <= results["target_test_accuracy"] <= 1.0
   assert len(results["target_test_per_class_accuracy"]) == 10
-  resumed = train_and_evaluate(dataclasses.replace(config, steps=3), str(tmp_path))
+  resumed = train_and_evaluate(dataclasses.replace(config, steps=3), str(tmp_path),
+                               devices=flagfiles.smoke_devices())
   assert resumed["step"] == 3
   events = flagfiles.read_jsonl(tmp_path / "metrics.jsonl")
   assert [e["step"] for e in events if "compile_seconds" in e] == [0, 2]

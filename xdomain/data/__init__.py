@@ -1,8 +1,14 @@
 """Cross-domain data: the shipped domains (tfds builders) and the loaders.
 
+Image domains (digits/...) and text domains (sentiment/..., topics/...,
+brown/..., ner/wnut16, and conll:<path> for a user's CoNLL files) share one
+registry:
+
 >>> from xdomain import data
->>> data.list_domains()
-['digits/mnist', 'digits/mnist_m', 'digits/uci']
+>>> data.list_domains()[:3]
+['brown/adventure', 'brown/belles_lettres', 'brown/editorial']
+>>> data.domain_info('brown/news').task
+'tagging'
 """
 
 from xdomain.data.domains import DOMAINS

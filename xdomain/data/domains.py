@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from xdomain.data import builders
+from xdomain.data import text_builders
 
 SPLITS = ("train", "test")
 DATA_DIR_ENV = "XDOMAIN_DATA_DIR"
@@ -28,7 +29,8 @@ class DomainInfo:
 
   Attributes:
     name: registry name, e.g. ``'digits/mnist'``.
-    modality: ``'image'`` (text domains use ``'text'``).
+    modality: ``'image'`` (text domains, described by
+      ``text_builders.TextDomainInfo`` with the same attributes, use ``'text'``).
     num_classes: number of classes of ``label``.
     label_names: class names in label order; two domains can be paired only if
       these are equal.
@@ -36,6 +38,7 @@ class DomainInfo:
     split_sizes: examples per split, e.g. ``{'train': 4000, 'test': 1000}``.
     label_keys: keys of the example dict that carry supervision; the loader
       removes them from the target part of training batches.
+    task: ``'classification'`` (text domains may be ``'tagging'``).
   """
   name: str
   modality: str
@@ -44,6 +47,7 @@ class DomainInfo:
   image_shape: tuple[int, ...] | None
   split_sizes: Mapping[str, int]
   label_keys: tuple[str, ...] = ("label",)
+  task: str = "classification"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,19 +80,46 @@ DOMAINS: dict[str, DomainSpec] = {
 
 
 def list_domains() -> list[str]:
-  """Names of every registered domain, sorted."""
-  return sorted(DOMAINS)
+  """Names of every registered domain (image and text), sorted.
+
+  ``conll:<path>`` names (a user's CoNLL files) are accepted everywhere a
+  domain is, without being listed.
+  """
+  return sorted([*DOMAINS, *text_builders.TEXT_DOMAINS])
+
+
+def is_text_domain(name: str) -> bool:
+  """True for the shipped text domains and ``conll:<path>`` names."""
+  return (name in text_builders.TEXT_DOMAINS
+          or name.startswith(text_builders.CONLL_PREFIX))
 
 
 def _spec(name: str) -> DomainSpec:
   if name not in DOMAINS:
-    raise ValueError(f"Unknown domain {name!r}; known domains: {', '.join(list_domains())}")
+    raise ValueError(
+        f"Unknown domain {name!r}; known domains: {', '.join(list_domains())}, or"
+        f" {text_builders.CONLL_PREFIX}/path/to/train.txt for CoNLL files")
   return DOMAINS[name]
 
 
-def domain_info(name: str) -> DomainInfo:
-  """Static facts about domain ``name`` (no data is prepared)."""
+def domain_info(name: str) -> DomainInfo | text_builders.TextDomainInfo:
+  """Static facts about domain ``name`` (no data is prepared).
+
+  Text domains give a ``text_builders.TextDomainInfo`` (``modality='text'``,
+  ``task`` 'classification' or 'tagging'); for ``conll:`` names the files are
+  read to find the tag set.
+  """
+  if is_text_domain(name):
+    return text_builders.text_domain_info(name)
   return _spec(name).info
+
+
+def _object_array(values) -> np.ndarray:
+  if isinstance(values, np.ndarray):
+    return values
+  array = np.empty(len(values), dtype=object)
+  array[:] = list(values)
+  return array
 
 
 def check_split(split: str) -> None:
@@ -116,11 +147,21 @@ def load_domain(name: str, split: str, *, data_dir: str | os.PathLike | None = N
 
   Returns:
     For image domains ``{'image': uint8[n, H, W, C], 'label': int32[n]}`` in
-    the split's fixed order.
+    the split's fixed order; for text domains what
+    ``text_builders.load_text_domain`` returns (``{'text': n str, 'label':
+    int32[n]}`` or ``{'tokens': n token lists, 'tags': n int32 arrays}``).
   """
-  spec = _spec(name)
   check_split(split)
   data_dir = resolve_data_dir(data_dir)
+  if is_text_domain(name):
+    os.makedirs(data_dir, exist_ok=True)
+    with open(os.path.join(data_dir, ".xdomain.lock"), "w") as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)  # one process prepares, as below
+      rows = text_builders.load_text_domain(name, split, data_dir=data_dir)
+    # numpy arrays (object arrays of str / token lists), so rows can be picked
+    # with an index array as for images.
+    return {key: _object_array(value) for key, value in rows.items()}
+  spec = _spec(name)
   builder = spec.make_builder(data_dir)
   if not builder.is_prepared():
     # Processes sharing a data dir (several hosts' processes on one machine)

@@ -12,13 +12,15 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import grain
 import numpy as np
 
 from xdomain.data import domains
+from xdomain.data import text
+from xdomain.data import subsets
 
 
 class Preprocessor(Protocol):
@@ -84,7 +86,8 @@ class CrossDomainLoader:
   def __init__(self, source: str, target: str, *, batch_size: int, preprocess: Preprocessor,
                seed: int, data_dir: str | os.PathLike | None = None,
                process_index: int | None = None, process_count: int | None = None,
-               source_split: str = "train", target_split: str = "train"):
+               source_split: str = "train", target_split: str = "train",
+               source_fraction: float = 1.0, buckets: Sequence[int] | None = None):
     """Loads both domains, preprocesses them once and builds the grain pipeline.
 
     Args:
@@ -99,6 +102,14 @@ class CrossDomainLoader:
       process_count: number of processes; default ``jax.process_count()``.
       source_split: split of the source domain.
       target_split: split of the target domain.
+      source_fraction: train on a stratified random fraction (in (0, 1]) of
+        the source split, drawn with ``seed`` (see ``subsets.stratified_subset``);
+        with ``source == target`` this is the few-target-labels setting.
+      buckets: sequence data (prepared rows with ``lengths``, e.g. by
+        ``TextPreprocess``): increasing lengths; the sequence arrays of BOTH
+        parts of every batch are cut to the smallest bucket that holds the
+        longest sequence of the GLOBAL batch (both parts), so every process
+        and both parts agree on one shape and jit sees few shapes.
     """
     source_info, target_info = domains.domain_info(source), domains.domain_info(target)
     domains.check_split(source_split)
@@ -116,10 +127,15 @@ class CrossDomainLoader:
     self._config = {
         "source": source, "target": target, "source_split": source_split,
         "target_split": target_split, "seed": int(seed), "batch_size": batch_size,
-        "preprocess": repr(preprocess),
+        "preprocess": repr(preprocess), "source_fraction": float(source_fraction),
     }
+    self._buckets = None if buckets is None else tuple(int(b) for b in buckets)
 
-    self._source = preprocess.prepare(domains.load_domain(source, source_split, data_dir=data_dir))
+    source_data = domains.load_domain(source, source_split, data_dir=data_dir)
+    if source_fraction != 1.0:
+      rows = subsets.stratified_subset(source_data, source_fraction, seed=int(seed))
+      source_data = {k: v[rows] for k, v in source_data.items()}
+    self._source = preprocess.prepare(source_data)
     target_data = domains.load_domain(target, target_split, data_dir=data_dir)
     self._target = preprocess.prepare(
         {k: v for k, v in target_data.items() if k not in target_info.label_keys})
@@ -151,6 +167,11 @@ class CrossDomainLoader:
       if params is not None:
         local = self._preprocess.apply_augmentation(local, params[self._lo:self._hi])
       batch[part] = local
+    if self._buckets is not None:
+      longest = max(int(np.max(data["lengths"][order[step]])) for data, order in (
+          (self._source, self._source_order), (self._target, self._target_order)))
+      length = text.bucket_length(np.array([longest]), self._buckets)
+      batch = {part: text.pad_to_bucket(local, length=length) for part, local in batch.items()}
     return batch
 
   def __iter__(self) -> CrossDomainLoader:
@@ -195,7 +216,8 @@ def num_eval_batches(name: str, split: str, *, batch_size: int) -> int:
 
 def eval_batches(name: str, split: str, *, batch_size: int, preprocess: Preprocessor,
                  data_dir: str | os.PathLike | None = None, process_index: int | None = None,
-                 process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                 process_count: int | None = None, buckets: Sequence[int] | None = None
+                 ) -> Iterator[dict[str, np.ndarray]]:
   """Fixed-shape batches covering every example of a split exactly once.
 
   The split is read in its fixed order; global batch ``k`` holds examples
@@ -212,20 +234,24 @@ def eval_batches(name: str, split: str, *, batch_size: int, preprocess: Preproce
     data_dir: tfds data dir.
     process_index: default ``jax.process_index()``.
     process_count: default ``jax.process_count()``.
+    buckets: sequence data only: cut each batch's sequence arrays to the
+      smallest of these lengths that holds the longest sequence of the global
+      batch (the same on every process), as the training loader does.
 
   Returns:
     Iterator of ``{'image': f32[b, H, W, C], 'label': i32[b], 'mask': bool[b]}``
-    (for image domains).
+    (for image domains; text domains give the arrays of their preprocessor,
+    e.g. ``tokens``, ``lengths``, ``label`` or ``tags``, plus ``mask``).
   """
   domains.domain_info(name)
   domains.check_split(split)
   lo, hi = _process_rows(batch_size, process_index, process_count)
   data = preprocess.prepare(domains.load_domain(name, split, data_dir=data_dir))
-  return _eval_iterator(data, batch_size, lo, hi)
+  return _eval_iterator(data, batch_size, lo, hi, buckets)
 
 
-def _eval_iterator(data: dict[str, np.ndarray], batch_size: int, lo: int, hi: int
-                   ) -> Iterator[dict[str, np.ndarray]]:
+def _eval_iterator(data: dict[str, np.ndarray], batch_size: int, lo: int, hi: int,
+                   buckets: Sequence[int] | None = None) -> Iterator[dict[str, np.ndarray]]:
   n = _num_rows(data)
   for start in range(0, n, batch_size):
     rows = np.arange(start + lo, start + hi)
@@ -235,5 +261,8 @@ def _eval_iterator(data: dict[str, np.ndarray], batch_size: int, lo: int, hi: in
       part = value[np.where(mask, rows, 0)]
       part[~mask] = 0
       batch[key] = part
+    if buckets is not None:
+      length = text.bucket_length(data["lengths"][start:start + batch_size], buckets)
+      batch = text.pad_to_bucket(batch, length=length)
     batch["mask"] = mask
     yield batch

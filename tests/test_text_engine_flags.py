@@ -1,0 +1,76 @@
+"""Every text flag file runs a few steps and resumes from its checkpoint.
+
+The models are shrunk (sizes, lengths, batch) so that each run takes seconds;
+what is tested is that the flag file's method, model and domains go through
+the engine: vocabulary, buckets, train step, checkpoint, resume, metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import pytest
+
+from tests import flagfiles
+from xdomain.data import text_corpora
+from xdomain.train import text_pipeline
+from xdomain.train import train_and_evaluate
+
+TINY = dict(flagfiles.SMOKE_OVERRIDES, steps=1, checkpoint_every=1, eval_every=1,
+            embed_size=8, hidden_size=8, max_length=16, eval_batch_size=512)
+
+TEXT_FLAG_FILES = [path for task in ("sentiment", "topics", "pos", "ner")
+                   for path in flagfiles.flag_files(task)]
+
+
+def write_conll_fixture(folder) -> str:
+  """train.txt and test.txt with every WNUT-16 entity type (B- and I-)."""
+  lines = []
+  for i, kind in enumerate(text_corpora.WNUT16_TYPES):
+    lines += ["Saw\tO", f"Big{i}\tB-{kind}", f"Thing{i}\tI-{kind}", "today\tO", ""]
+  for name in ("train.txt", "test.txt"):
+    with open(os.path.join(folder, name), "w") as f:
+      f.write("\n".join(lines))
+  return f"conll:{folder}"
+
+
+def test_every_task_has_flag_files():
+  for task in ("sentiment", "topics", "pos", "ner"):
+    assert len(flagfiles.flag_files(task)) >= 2, task
+
+
+@pytest.mark.parametrize("flagfile", TEXT_FLAG_FILES)
+def test_text_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
+  overrides = dict(TINY, data_dir=data_dir)
+  if "conll:" in open(os.path.join(flagfiles.REPO, flagfile)).read():
+    fixture = tmp_path / "conll"
+    fixture.mkdir()
+    overrides["source"] = write_conll_fixture(str(fixture))
+  config = flagfiles.config_from_flagfile(flagfile, **overrides)
+  config.validate()
+  workdir = str(tmp_path / "run")
+  results = train_and_evaluate(config, workdir,
+                               devices=flagfiles.smoke_devices())
+  assert results["step"] == 1
+  vocab_path = os.path.join(workdir, text_pipeline.VOCAB_FILE)
+  with open(vocab_path) as f:
+    vocab = f.read()
+  if flagfile.startswith(("experiments/pos", "experiments/ner")):
+    assert 0.0 <= results["target_test_token_accuracy"] <= 1.0
+  else:
+    assert 0.0 <= results["target_test_macro_f1"] <= 1.0
+  if flagfile.startswith("experiments/ner"):
+    assert "target_test_span_f1" in results and "target_test_span_f1/person" in results
+  # Resuming reads the saved vocabulary (not rebuilt, not rewritten) and
+  # continues from the checkpoint's step.
+  resumed = train_and_evaluate(dataclasses.replace(config, steps=2), workdir,
+                               devices=flagfiles.smoke_devices())
+  assert resumed["step"] == 2
+  with open(vocab_path) as f:
+    assert f.read() == vocab
+  events = flagfiles.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  assert [e["step"] for e in events if "total" in e] == [1, 2]
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["step"] == 2

@@ -1,0 +1,274 @@
+"""Text in the engine: domains, vocabulary, buckets, tagger losses, CRF, metrics, errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from xdomain import data
+from xdomain import evaluate
+from xdomain import methods
+from xdomain import models
+from xdomain.config import Config
+from xdomain.config import ConfigError
+from xdomain.data import text
+from xdomain.train import model_zoo
+from xdomain.train import step as step_lib
+from xdomain.train import text_pipeline
+
+
+def test_text_domains_are_served_by_the_data_registry():
+  names = data.list_domains()
+  assert {"digits/mnist", "sentiment/tweets", "topics/apple", "brown/news",
+          "ner/wnut16"} <= set(names)
+  info = data.domain_info("brown/news")
+  assert (info.modality, info.task, info.label_keys) == ("text", "tagging", ("tags",))
+  assert data.domain_info("sentiment/movies").label_names == ("negative", "positive")
+  assert data.domain_info("digits/uci").task == "classification"
+  with pytest.raises(ValueError, match="conll:"):
+    data.domain_info("sentiment/nowhere")
+
+
+def test_conll_names_are_domains(tmp_path):
+  for name in ("train.txt", "test.txt"):
+    (tmp_path / name).write_text("Paris\tB-geo-loc\nis\tO\n\nBob\tB-person\nran\tO\n")
+  name = f"conll:{tmp_path}"
+  info = data.domain_info(name)
+  assert info.task == "tagging" and "B-person" in info.label_names
+  rows = data.load_domain(name, "train", data_dir=str(tmp_path / "tfds"))
+  assert [list(t) for t in rows["tokens"]] == [["Paris", "is"], ["Bob", "ran"]]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(source="sentiment/movies", target="topics/apple"), "different label sets"),
+    (dict(source="sentiment/movies", target="brown/news"), "different tasks"),
+    (dict(source="brown/news", target="brown/fiction", model="textcnn"),
+     "does not do tagging"),
+    (dict(source="sentiment/movies", target="sentiment/tweets", model="bilstm_crf"),
+     "does not do classification"),
+    (dict(source="sentiment/movies", target="sentiment/tweets", model="seed_cnn"),
+     "reads image"),
+    (dict(source="sentiment/movies", target="sentiment/tweets", char_cnn=True),
+     "char_cnn"),
+    (dict(source="sentiment/movies", target="conll:/no/such/dir"), "does not exist"),
+])
+def test_text_config_errors_are_clear(overrides, message):
+  config = Config(**dict(dict(model="bilstm", method="dann"), **overrides))
+  with pytest.raises(ConfigError, match=message):
+    config.validate()
+
+
+def test_bucket_lengths():
+  assert text_pipeline.bucket_lengths(64) == (16, 32, 64)
+  assert text_pipeline.bucket_lengths(50) == (16, 32, 50)
+  assert text_pipeline.bucket_lengths(8) == (8,)
+
+
+def _vocab():
+  return text.Vocabulary.build([["good", "bad", "film", "paris"]])
+
+
+def test_text_preprocess_encodes_classification_and_tagging():
+  pre = text_pipeline.TextPreprocess(_vocab(), max_length=4, chars=True)
+  out = pre.prepare({"text": np.array(["Good film", "x"], object),
+                     "label": np.array([1, 0])})
+  ids = _vocab().lookup(["good", "film"])
+  np.testing.assert_array_equal(out["tokens"], [[*ids, 0, 0], [text.UNK_ID, 0, 0, 0]])
+  np.testing.assert_array_equal(out["lengths"], [2, 1])
+  assert out["chars"].shape == (2, 4, text_pipeline.MAX_WORD_LENGTH)
+  assert out["chars"][0, 0, 0] == ord("G") + 1  # case kept for the char CNN
+  tagged = pre.prepare({"tokens": [["Paris", "a", "b", "c", "d"]],
+                        "tags": [np.array([1, 0, 0, 0, 2])]})
+  np.testing.assert_array_equal(tagged["tags"], [[1, 0, 0, 0]])
+  assert "mask" not in tagged  # 'mask' marks real rows in evaluation batches
+  # The vocabulary fingerprint is in the repr the loader checks on restore.
+  other = text_pipeline.TextPreprocess(text.Vocabulary.build([["x"]]), max_length=4)
+  assert pre.fingerprint != other.fingerprint and pre.fingerprint in repr(pre)
+
+
+def test_vocabulary_is_saved_once_and_checked(tmp_path, monkeypatch):
+  built = []
+
+  def fake_build(config):
+    built.append(config.source)
+    return _vocab()
+
+  monkeypatch.setattr(text_pipeline, "build_vocabulary", fake_build)
+  config = Config(source="sentiment/movies", target="sentiment/tweets", model="bilstm")
+  first = text_pipeline.experiment_vocabulary(config, str(tmp_path), write=True)
+  again = text_pipeline.experiment_vocabulary(config, str(tmp_path), write=True)
+  assert built == ["sentiment/movies"] and first.tokens == again.tokens
+  with open(tmp_path / text_pipeline.VOCAB_FILE) as f:
+    assert json.load(f)["built_from"]["target"] == "sentiment/tweets"
+  other = Config(source="sentiment/products", target="sentiment/tweets", model="bilstm")
+  with pytest.raises(ConfigError, match="new --workdir"):
+    text_pipeline.experiment_vocabulary(other, str(tmp_path), write=True)
+
+
+@pytest.fixture(scope="module")
+def sentiment_loader_args(data_dir):
+  try:
+    vocab = text.Vocabulary.build([["good"]])
+    data.load_domain("sentiment/tweets", "train", data_dir=data_dir)
+  except Exception as e:  # pylint: disable=broad-except
+    if "registry" in str(e) or "Fetch" in str(e):
+      pytest.skip(f"registry unreachable: {e}")
+    raise
+  return dict(batch_size=16, seed=3, data_dir=data_dir, buckets=(8, 16, 32),
+              preprocess=text_pipeline.TextPreprocess(vocab, max_length=32))
+
+
+def test_training_batches_share_one_bucket_on_every_process(sentiment_loader_args):
+  one = data.CrossDomainLoader("sentiment/products", "sentiment/tweets",
+                               process_index=0, process_count=1, **sentiment_loader_args)
+  halves = [data.CrossDomainLoader("sentiment/products", "sentiment/tweets",
+                                   process_index=p, process_count=2,
+                                   **sentiment_loader_args) for p in (0, 1)]
+  seen = set()
+  for _ in range(6):
+    batch = next(one)
+    parts = [next(h) for h in halves]
+    length = batch["source"]["tokens"].shape[1]
+    seen.add(length)
+    assert batch["target"]["tokens"].shape == (16, length)
+    longest = max(batch["source"]["lengths"].max(), batch["target"]["lengths"].max())
+    assert length == min(b for b in (8, 16, 32) if b >= longest)
+    for part in ("source", "target"):
+      stacked = np.concatenate([p[part]["tokens"] for p in parts])
+      np.testing.assert_array_equal(stacked, batch[part]["tokens"])
+    assert "label" in batch["source"] and "label" not in batch["target"]
+  assert seen <= {8, 16, 32}
+
+
+def test_eval_batches_are_bucketed_and_cover_the_split(sentiment_loader_args):
+  args = dict(sentiment_loader_args)
+  batches = list(data.eval_batches(
+      "sentiment/tweets", "test", batch_size=256, preprocess=args["preprocess"],
+      data_dir=args["data_dir"], process_index=0, process_count=1,
+      buckets=args["buckets"]))
+  assert sum(int(b["mask"].sum()) for b in batches) == (
+      data.domain_info("sentiment/tweets").split_sizes["test"])
+  for b in batches:
+    assert b["tokens"].shape[1] == text.bucket_length(b["lengths"][b["mask"]], (8, 16, 32))
+    assert b["mask"].shape == (256,)
+
+
+def _tagger_setup(model_name, method_name="source_only", dropout=0.0):
+  config = Config(model=model_name, method=method_name, dropout_rate=dropout,
+                  embed_size=8, hidden_size=8, learning_rate=0.05, steps=10,
+                  source="brown/news", target="brown/fiction")
+  spec = model_zoo.MODELS[model_name]
+  model = spec.build(config, 5, vocab_size=20, task="tagging")
+  method = methods.METHODS[method_name](config)
+  tx = step_lib.make_optimizer(config)
+  step = jax.jit(step_lib.make_train_step(model, spec, method, tx,
+                                          step_lib.learning_rate_schedule(config)))
+  return model, spec, method, tx, step
+
+
+def _init(model, spec, method, tx, batch):
+  init = functools.partial(step_lib.init_state, model, spec, method, tx,
+                           {"source": batch["source"]})
+  return jax.jit(init)(jax.random.key(0))
+
+
+def _tag_batch(length, pad_to, seed=0):
+  rng = np.random.default_rng(seed)
+  lengths = np.array([length, length - 3, 2, length - 1], np.int32)
+
+  def part(with_tags):
+    tokens = rng.integers(2, 20, (4, length)).astype(np.int32)
+    tags = rng.integers(0, 5, (4, length)).astype(np.int32)
+    # Padding: garbage ids and tags beyond each length, then more columns.
+    out = {"tokens": np.pad(tokens, ((0, 0), (0, pad_to - length)),
+                            constant_values=7),
+           "lengths": lengths}
+    if with_tags:
+      out["tags"] = np.pad(tags, ((0, 0), (0, pad_to - length)), constant_values=4)
+    return out
+
+  return {"source": part(True), "target": part(False)}
+
+
+def _garbage_beyond_lengths(batch, seed):
+  rng = np.random.default_rng(seed)
+  out = {}
+  for name, part in batch.items():
+    part = dict(part)
+    beyond = np.arange(part["tokens"].shape[1])[None] >= part["lengths"][:, None]
+    for key, high in (("tokens", 20), ("tags", 5)):
+      if key in part:
+        part[key] = np.where(beyond, rng.integers(0, high, part[key].shape), part[key])
+    out[name] = part
+  return out
+
+
+# Cross-entropy with a feature alignment term; the CRF with a prediction term.
+@pytest.mark.parametrize("model_name, method_name", [
+    ("bilstm", "coral"), ("bilstm_crf", "mcc")])
+def test_tagger_padding_never_affects_the_loss(model_name, method_name):
+  model, spec, method, tx, step = _tagger_setup(model_name, method_name)
+  short = _tag_batch(8, 8)
+  long = _garbage_beyond_lengths(_tag_batch(8, 16), seed=1)
+  state = _init(model, spec, method, tx, long)
+  _, a = step(state, short, jax.random.key(1))
+  _, b = step(state, long, jax.random.key(1))
+  for name in a:
+    np.testing.assert_allclose(np.asarray(a[name]), np.asarray(b[name]), rtol=2e-5,
+                               atol=1e-6, err_msg=name)
+  assert a["source_train_count"] == 8 + 5 + 2 + 7
+
+
+def test_crf_step_trains_on_the_nll_and_eval_decodes_with_viterbi():
+  model, spec, method, tx, step = _tagger_setup("bilstm_crf")
+  batch = _tag_batch(8, 8)
+  state = _init(model, spec, method, tx, batch)
+  variables = {"params": state.params["model"]}
+  source = batch["source"]
+  nll = model.apply(variables, source["tokens"], source["lengths"], source["tags"],
+                    method=models.RNNTagger.negative_log_likelihood)
+  _, metrics = step(state, batch, jax.random.key(1))
+  np.testing.assert_allclose(metrics["task"], nll.sum() / source["lengths"].sum(),
+                             rtol=1e-5)
+  losses = []
+  for _ in range(15):
+    state, metrics = step(state, batch, jax.random.key(1))
+    losses.append(float(metrics["task"]))
+  assert losses[-1] < 0.5 * losses[0]
+  eval_batch = dict(source, mask=np.array([True, True, True, False]))
+  out = jax.jit(step_lib.make_eval_step(model, spec, 5, "target"))(
+      state.params["model"], {}, eval_batch)
+  decoded = model.apply({"params": state.params["model"]}, source["tokens"],
+                        source["lengths"], method=models.RNNTagger.decode)
+  np.testing.assert_array_equal(out["predictions"], decoded)
+  valid = np.asarray(out["valid"])
+  assert valid.sum() == 8 + 5 + 2 and not valid[3].any()
+  np.testing.assert_allclose(np.asarray(out["confusion"]).sum(), valid.sum())
+
+
+def test_text_metrics_over_batches_of_different_lengths():
+  names = ("O", "B-person", "I-person", "B-geo-loc", "I-geo-loc")
+  first = {"labels": np.array([[1, 2, 0], [3, 0, 0]]),
+           "predictions": np.array([[1, 2, 0], [3, 4, 0]]),
+           "valid": np.array([[True, True, True], [True, False, False]])}
+  second = {"labels": np.array([[0, 3, 4, 0, 1], [0, 0, 0, 0, 0]]),
+            "predictions": np.array([[0, 3, 0, 0, 2], [0, 0, 0, 0, 0]]),
+            "valid": np.array([[True] * 5, [False] * 5])}
+  scores = text_pipeline.text_metrics([first, second], "tagging", names)
+  expected = evaluate.span_f1(
+      [["B-person", "I-person", "O"], ["B-geo-loc"], ["O", "B-geo-loc", "I-geo-loc", "O", "B-person"]],
+      [["B-person", "I-person", "O"], ["B-geo-loc"], ["O", "B-geo-loc", "O", "O", "I-person"]])
+  assert scores["span_f1"] == pytest.approx(expected["f1"])
+  assert scores["span_f1/person"] == pytest.approx(expected["per_type"]["person"]["f1"])
+  assert scores["token_accuracy"] == pytest.approx(7 / 9)
+  pos = text_pipeline.text_metrics([first], "tagging", ("a", "b", "c", "d", "e"))
+  assert "span_f1" not in pos and pos["accuracy"] == pytest.approx(1.0)
+  cls = text_pipeline.text_metrics(
+      [{"labels": np.array([0, 1, 1, 0]), "predictions": np.array([0, 1, 0, 1]),
+        "valid": np.array([True, True, True, False])}], "classification", ("n", "p"))
+  assert cls == {"accuracy": pytest.approx(2 / 3),
+                 "macro_f1": pytest.approx(evaluate.macro_f1([0, 1, 1], [0, 1, 0], 2))}

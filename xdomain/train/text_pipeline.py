@@ -1,0 +1,223 @@
+"""Text runs: the vocabulary of an experiment, the text preprocessor, text metrics.
+
+A text experiment's vocabulary is built once from the training text of BOTH
+domains (the target's unlabelled text is fair to use), written to
+`<workdir>/vocab.json`, and read back by every later run in that workdir
+(resumption, evaluation), so token ids never change within an experiment.
+Building is deterministic, so processes that do not share the workdir's
+filesystem build the same vocabulary themselves.
+
+`TextPreprocess` is the loader's preprocessor for text domains (the
+`xdomain.data.Preprocessor` protocol): it encodes every row once to
+`tokens`/`lengths` (+ `tags` for tagging, + `chars` with the character CNN)
+padded to `max_length`; the loader then cuts each batch to the bucket of its
+global batch (`bucket_lengths`), so jit sees few shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from xdomain import data
+from xdomain import evaluate
+from xdomain.config import Config
+from xdomain.config import ConfigError
+from xdomain.data import text
+
+VOCAB_FILE = "vocab.json"
+# Characters kept per word for the character CNN.
+MAX_WORD_LENGTH = 16
+_BUCKET_STEPS = (16, 32, 64, 128, 256, 512)
+
+
+def bucket_lengths(max_length: int) -> tuple[int, ...]:
+  """The padded lengths of training and evaluation batches for `max_length`.
+
+  Powers of two from 16 below `max_length`, then `max_length` itself, e.g.
+  64 -> (16, 32, 64), 50 -> (16, 32, 50).
+  """
+  if max_length < 1:
+    raise ValueError(f"max_length must be positive; got {max_length}")
+  return tuple(b for b in _BUCKET_STEPS if b < max_length) + (int(max_length),)
+
+
+def _token_lists(domain_data: Mapping[str, Any], lowercase: bool) -> list[list[str]]:
+  """The tokens of every row of a loaded text domain (`load_domain` output)."""
+  if "text" in domain_data:
+    return [text.tokenize(t, lowercase=lowercase) for t in domain_data["text"]]
+  return [list(tokens) for tokens in domain_data["tokens"]]
+
+
+def build_vocabulary(config: Config) -> text.Vocabulary:
+  """The vocabulary of `config`'s source and target training splits."""
+  token_lists = []
+  for name in (config.source, config.target):
+    token_lists += _token_lists(
+        data.load_domain(name, "train", data_dir=config.data_dir), lowercase=True)
+  return text.Vocabulary.build(token_lists, min_count=config.min_count,
+                               max_size=config.vocab_size)
+
+
+def _vocab_record(config: Config) -> dict[str, Any]:
+  """What a saved vocabulary was built from; checked when it is read back."""
+  return {"source": config.source, "target": config.target,
+          "min_count": config.min_count, "vocab_size": config.vocab_size}
+
+
+def experiment_vocabulary(config: Config, workdir: str, *, write: bool) -> text.Vocabulary:
+  """The workdir's vocabulary: read from `<workdir>/vocab.json`, else built.
+
+  Args:
+    config: the experiment.
+    workdir: the run's workdir.
+    write: save a newly built vocabulary there (process 0 only).
+
+  Returns:
+    The vocabulary.
+
+  Raises:
+    ConfigError: the workdir's vocabulary was built for other domains or
+      vocabulary flags.
+  """
+  path = os.path.join(workdir, VOCAB_FILE)
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f).get("built_from")
+    if saved != _vocab_record(config):
+      raise ConfigError(
+          f"{path} was built for {saved}, not for this run's"
+          f" {_vocab_record(config)}; use a new --workdir, or the flags of the run"
+          " that wrote it.")
+    return text.Vocabulary.load(path)
+  vocab = build_vocabulary(config)
+  if write:
+    record = {"tokens": list(vocab.tokens), "lowercase": vocab.lowercase,
+              "built_from": _vocab_record(config)}
+    partial = path + ".partial"
+    with open(partial, "w", encoding="utf-8") as f:
+      json.dump(record, f, ensure_ascii=False)
+    os.replace(partial, path)  # never a half-written vocabulary
+  return vocab
+
+
+def vocabulary_fingerprint(vocab: text.Vocabulary) -> str:
+  """A short hash of the tokens in id order (part of the loader state)."""
+  return hashlib.sha256("\n".join(vocab.tokens).encode("utf-8")).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class TextPreprocess:
+  """Encodes a text domain's rows for the loader (no augmentation).
+
+  Attributes:
+    vocab: the experiment's vocabulary.
+    max_length: L; longer texts keep their first L tokens.
+    chars: also give each token's character ids (`chars` int32 [N, L, W]) for
+      the character CNN of the tagger.
+    fingerprint: `vocabulary_fingerprint(vocab)`; in the `repr`, so a loader
+      state is never restored with other token ids.
+  """
+  vocab: text.Vocabulary
+  max_length: int
+  chars: bool = False
+  fingerprint: str = ""
+
+  def __post_init__(self):
+    if not isinstance(self.vocab, text.Vocabulary):
+      raise ValueError(f"vocab must be a Vocabulary; got {type(self.vocab).__name__}")
+    if self.max_length < 1:
+      raise ValueError(f"max_length must be positive; got {self.max_length}")
+    object.__setattr__(self, "fingerprint", vocabulary_fingerprint(self.vocab))
+
+  def prepare(self, rows: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Encodes a loaded text domain (labels optional: the target has none).
+
+    Args:
+      rows: `{'text': N str, ['label': int [N]]}` (classification) or
+        `{'tokens': N token lists, ['tags': N int arrays]}` (tagging).
+
+    Returns:
+      `{'tokens': int32 [N, L], 'lengths': int32 [N]}` plus `label` int32 [N]
+      or `tags` int32 [N, L] (0 past each length) where given, and `chars`
+      int32 [N, L, W] when `self.chars`.
+    """
+    if "text" in rows:
+      token_lists = [text.tokenize(t, lowercase=False) or [text.UNK]
+                     for t in rows["text"]]
+    elif "tokens" in rows:
+      token_lists = [list(tokens) for tokens in rows["tokens"]]
+    else:
+      raise ValueError(f"rows must hold 'text' or 'tokens'; got keys {sorted(rows)}")
+    if "tags" in rows:
+      out = text.encode_tagged(token_lists, rows["tags"], self.vocab,
+                               max_length=self.max_length)
+      del out["mask"]  # the lengths say it; 'mask' names real rows in eval batches
+    else:
+      out = text.encode_tokens(token_lists, self.vocab, max_length=self.max_length)
+    if self.chars:
+      out["chars"] = text.encode_chars(token_lists, max_length=self.max_length,
+                                       max_word_length=MAX_WORD_LENGTH)
+    if "label" in rows:
+      out["label"] = np.asarray(rows["label"], np.int32)
+    return out
+
+  def sample_augmentation(self, rng: np.random.Generator, n: int) -> None:
+    del rng, n  # token ids are not augmented (dropout makes views differ)
+    return None
+
+  def apply_augmentation(self, batch: Mapping[str, np.ndarray], params: None
+                         ) -> dict[str, np.ndarray]:
+    del params
+    return dict(batch)
+
+
+def sample_inputs(config: Config, task: str) -> dict[str, np.ndarray]:
+  """A one-row source part with the text input shapes, to initialise a model."""
+  part = {"tokens": np.zeros((1, config.max_length), np.int32),
+          "lengths": np.ones((1,), np.int32)}
+  if config.char_cnn:
+    part["chars"] = np.zeros((1, config.max_length, MAX_WORD_LENGTH), np.int32)
+  if task == "tagging":
+    part["tags"] = np.zeros((1, config.max_length), np.int32)
+  else:
+    part["label"] = np.zeros((1,), np.int32)
+  return part
+
+
+def text_metrics(outputs: Sequence[Mapping[str, np.ndarray]], task: str,
+                 label_names: Sequence[str]) -> dict[str, float]:
+  """Scores of one split from the eval step's per-batch outputs.
+
+  Args:
+    outputs: per batch `{'predictions': int [B] or [B, L], 'labels': same,
+      'valid': bool [B] or [B, L]}` (real examples, or real tokens of real
+      examples); batches may have different L.
+    task: 'classification' or 'tagging'.
+    label_names: class or tag names.
+
+  Returns:
+    Classification: `{'accuracy', 'macro_f1'}`. Tagging: `{'accuracy',
+    'token_accuracy'}`, plus `span_precision`, `span_recall`, `span_f1` and
+    `span_f1/<type>` when the tags are BIO tags (NER).
+  """
+  if task == "classification":
+    true = np.concatenate([o["labels"][o["valid"]] for o in outputs])
+    pred = np.concatenate([o["predictions"][o["valid"]] for o in outputs])
+    return evaluate.classification_metrics(true, pred, len(label_names))
+  length = max(o["labels"].shape[1] for o in outputs)
+
+  def stack(key):
+    rows = [o[key][o["valid"].any(axis=1)] for o in outputs]
+    return np.concatenate([np.pad(r, ((0, 0), (0, length - r.shape[1]))) for r in rows])
+
+  names = tuple(label_names) if "O" in label_names else None
+  scores = evaluate.tagging_metrics(stack("labels"), stack("predictions"),
+                                    stack("valid"), names)
+  return {"accuracy": scores["token_accuracy"], **scores}
