@@ -22,10 +22,12 @@ from xdomain.config import ConfigError
 _DEFAULTS = Config()
 _HELP = {
     "method": "Training method: source_only, target_only, dann, cdan, dan, jan, coral,"
-              " entropy, mcc, mean_teacher.",
+              " entropy, mcc, mean_teacher, distill, pseudo_label, lm_pretrain.",
     "source": "Labelled source domain, e.g. digits/mnist.",
     "target": "Target domain (its labels are only used for evaluation).",
-    "model": "Network: seed_cnn, resnet, resnet_dsbn, row_lstm, row_gru.",
+    "model": "Network: seed_cnn, resnet, resnet_dsbn, row_lstm, row_gru (images);"
+             " bilstm, bigru, textcnn (text classification); bilstm, bilstm_crf"
+             " (sequence tagging).",
     "steps": "Number of training steps.",
     "batch_size": "Global batch size per domain (divisible by the device count).",
     "eval_batch_size": "Global evaluation batch size (divisible by the device count).",
@@ -43,15 +45,49 @@ _HELP = {
     "cdan_random_dim": "CDAN: use the randomized multilinear map above this dimension.",
     "mcc_temperature": "MCC: softmax temperature.",
     "ema_decay": "mean_teacher: decay of the EMA teacher.",
-    "confidence_threshold": "mean_teacher: teacher confidence needed for the consistency"
-                            " term (0 keeps all).",
+    "confidence_threshold": "mean_teacher, pseudo_label: teacher confidence needed for"
+                            " the consistency/pseudo-label term (0 keeps all).",
     "discriminator_hidden": "Width of the domain discriminator's two hidden layers.",
+    "init_from": "Transfer: restore parameters from this run's workdir (or"
+                 " <workdir>/checkpoints/<step>) before training.",
+    "restore": "Transfer: regex over '/'-joined parameter paths (backbone/..., head/...)"
+               " restored by --init_from.",
+    "freeze": "Transfer: regex of parameter paths kept fixed (no optimizer state),"
+              " e.g. 'backbone/.*'.",
+    "backbone_lr_multiplier": "Transfer: learning rate of backbone/ parameters relative"
+                              " to --learning_rate (discriminative fine-tuning).",
+    "l2sp": "Transfer: L2-SP alpha, anchoring restored weights to their pretrained values"
+            " (alpha/2 |w - w0|^2).",
+    "l2sp_beta": "Transfer: L2-SP beta, weight decay beta/2 |w|^2 of the parameters not"
+                 " restored.",
+    "target_labelled_fraction": "Train on this stratified fraction of the target's labelled"
+                                " training split instead of the source (0: off).",
+    "teacher": "distill: workdir of the trained teacher run (any xdomain model).",
+    "distill_temperature": "distill: softmax temperature T (the term is scaled by T^2).",
+    "distill_weight": "distill: weight of the distillation term on the target.",
+    "distill_align": "distill: also add this alignment method's terms (dann, coral, ...).",
+    "teacher_refresh_every": "pseudo_label: copy the student (or its EMA) into the teacher"
+                             " every this many steps.",
+    "teacher_source": "pseudo_label: refresh the teacher from the 'student' or its 'ema'.",
+    "class_balance": "pseudo_label: give every pseudo-class the same total weight.",
     "image_size": "Images are resized to image_size x image_size.",
     "channels": "Images are converted to 1 (grey) or 3 (RGB) channels.",
     "normalize": "unit ([0, 1]) or standardize.",
     "augment": "Random translations of the training images.",
+    "crop_to_content": "Crop every image (all domains) to the square around its ink before resizing.",
+    "resolution": "Pass every image through this common resolution before --image_size (0: off).",
     "hidden_size": "Hidden size of recurrent models.",
-    "dropout_rate": "Dropout before the classifier head.",
+    "dropout_rate": "Dropout before the classifier head (text models: also on the"
+                    " embeddings and between recurrent layers).",
+    "embed_size": "Text models: word embedding size.",
+    "pooling": "bilstm/bigru classifiers: pool the token outputs by 'last' state,"
+               " 'mean' or 'max'.",
+    "max_length": "Text: tokens kept per text (longer texts are cut); batches are"
+                  " padded to the smallest of 16, 32, ... max_length that fits.",
+    "vocab_size": "Text: most vocabulary entries (padding and unknown included), built"
+                  " from both domains' training text and saved as <workdir>/vocab.json.",
+    "min_count": "Text: words seen fewer times in the training text map to <unk>.",
+    "char_cnn": "Taggers: add a character CNN over each word (case kept).",
     "log_every": "Log training metrics every this many steps.",
     "eval_every": "Evaluate on the test splits every this many steps.",
     "checkpoint_every": "Save a checkpoint every this many steps.",

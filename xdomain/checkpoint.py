@@ -101,8 +101,9 @@ def load_params(workdir: str | os.PathLike, step: int | None = None) -> dict[str
   """The model parameters of a run (latest checkpoint unless `step` is given).
 
   Args:
-    workdir: the run's workdir (holding `checkpoints/`), or its checkpoints dir.
-    step: a saved step; default the latest.
+    workdir: the run's workdir (holding `checkpoints/`), its checkpoints dir,
+      or one checkpoint `<workdir>/checkpoints/<step>`.
+    step: a saved step; default the latest (or the one named by the path).
 
   Returns:
     The model's parameter pytree (nested dicts of numpy arrays), as passed to
@@ -111,9 +112,22 @@ def load_params(workdir: str | os.PathLike, step: int | None = None) -> dict[str
   Raises:
     FileNotFoundError: no checkpoint there (or not at `step`).
   """
-  workdir = os.fspath(workdir)
-  if os.path.basename(os.path.normpath(workdir)) == CHECKPOINT_DIR:
-    workdir = os.path.dirname(os.path.normpath(workdir))
+  return load_variables(workdir, step)["params"]
+
+
+def load_variables(workdir: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
+  """The model variables `{'params': ..., 'batch_stats': ...}` of a run's checkpoint.
+
+  Like `load_params`, plus the batch-norm statistics (`{}` for models
+  without batch norm): what `model.apply` needs to run the saved model.
+  """
+  workdir = os.path.normpath(os.fspath(workdir))
+  parent = os.path.dirname(workdir)
+  if os.path.basename(workdir).isdigit() and os.path.basename(parent) == CHECKPOINT_DIR:
+    step = int(os.path.basename(workdir)) if step is None else step
+    workdir = parent
+  if os.path.basename(workdir) == CHECKPOINT_DIR:
+    workdir = os.path.dirname(workdir)
   if not os.path.isdir(_directory(workdir)):
     raise FileNotFoundError(
         f"no checkpoints in {workdir}: expected {_directory(workdir)} written by a"
@@ -126,9 +140,17 @@ def load_params(workdir: str | os.PathLike, step: int | None = None) -> dict[str
     if step not in steps:
       raise FileNotFoundError(
           f"no checkpoint at step {step} in {_directory(workdir)}; saved steps: {steps}.")
-    state = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))["state"]
-  return jax.tree.map(np.asarray, state["params"]["model"])
+  state = _read_as_numpy(os.path.join(_directory(workdir), str(step), "state"))
+  return {"params": state["params"]["model"], "batch_stats": state.get("batch_stats") or {}}
+
+
+def _read_as_numpy(path: str) -> Any:
+  """A saved pytree as host numpy arrays, whatever devices or processes wrote it
+  (restoring onto the writer's shardings fails on another topology)."""
+  with ocp.PyTreeCheckpointer() as reader:
+    tree = reader.metadata(path).item_metadata.tree
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return reader.restore(path, restore_args=restore_args)
 
 
 def load_meta(workdir: str | os.PathLike, step: int | None = None) -> dict[str, Any]:

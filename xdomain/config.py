@@ -15,6 +15,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "inverse_decay")
 WEIGHT_SCHEDULES = ("constant", "dann", "rampup")
 NORMALIZATIONS = ("unit", "standardize")
+POOLINGS = ("last", "mean", "max")
 
 
 class ConfigError(ValueError):
@@ -52,14 +53,39 @@ class Config:
   ema_decay: float = 0.99
   confidence_threshold: float = 0.0
   discriminator_hidden: int = 1024
+  # Transfer learning (xdomain/transfer.py): restore, freeze, anchor.
+  init_from: str | None = None
+  restore: str = "backbone/.*"
+  freeze: str | None = None
+  backbone_lr_multiplier: float = 1.0
+  l2sp: float = 0.0
+  l2sp_beta: float = 0.0
+  target_labelled_fraction: float = 0.0
+  # Teacher (proxy) models (xdomain/methods/teacher.py).
+  teacher: str | None = None
+  distill_temperature: float = 2.0
+  distill_weight: float = 1.0
+  distill_align: str | None = None
+  teacher_refresh_every: int = 100
+  teacher_source: str = "student"
+  class_balance: bool = False
 
   image_size: int = 28
   channels: int = 1
   normalize: str = "unit"
   augment: bool = False
+  crop_to_content: bool = False
+  resolution: int = 0
   # Model sizes (used by the models that have them).
   hidden_size: int = 128
   dropout_rate: float = 0.0
+  # Text models and their input (xdomain/train/text_pipeline.py).
+  embed_size: int = 128
+  pooling: str = "max"
+  max_length: int = 64
+  vocab_size: int = 20000
+  min_count: int = 1
+  char_cnn: bool = False
 
   log_every: int = 50
   eval_every: int = 500
@@ -88,23 +114,40 @@ class Config:
     _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
     _check_choice("adapt_schedule", self.adapt_schedule, WEIGHT_SCHEDULES)
     _check_choice("normalize", self.normalize, NORMALIZATIONS)
-    known = data.list_domains()
+    _check_choice("pooling", self.pooling, POOLINGS)
+    infos = {}
     for name in ("source", "target"):
       domain = getattr(self, name)
-      if domain not in known:
+      try:
+        infos[name] = data.domain_info(domain)
+      except ValueError as e:  # unknown name, or unreadable conll: files
         raise ConfigError(
-            f"--{name}={domain!r} is not a known domain; choose one of"
-            f" {', '.join(known)}.")
+            f"--{name}={domain!r} is not a known domain: {e}. Known domains:"
+            f" {', '.join(data.list_domains())}, or conll:/path/train.txt.") from e
+    spec = model_zoo.MODELS[self.model]
+    source_info = infos["source"]
+    if source_info.modality != spec.modality:
+      raise ConfigError(
+          f"--model={self.model} reads {spec.modality} but --source={self.source} is"
+          f" {source_info.modality}; choose a"
+          f" {source_info.modality} model ({', '.join(model_zoo.models_for(source_info.modality, source_info.task))}).")
+    if source_info.task not in spec.tasks:
+      raise ConfigError(
+          f"--model={self.model} does not do {source_info.task} (--source={self.source});"
+          f" choose one of {', '.join(model_zoo.models_for(source_info.modality, source_info.task))}.")
+    if self.char_cnn and source_info.task != "tagging":
+      raise ConfigError(
+          f"--char_cnn is for taggers; --source={self.source} is {source_info.task}.")
     for name in ("steps", "batch_size", "eval_batch_size", "log_every",
                  "eval_every", "checkpoint_every", "keep_checkpoints",
                  "image_size", "hidden_size", "discriminator_hidden",
-                 "cdan_random_dim"):
+                 "cdan_random_dim", "embed_size", "max_length", "min_count"):
       if getattr(self, name) <= 0:
         raise ConfigError(f"--{name}={getattr(self, name)} must be positive.")
     for name in ("learning_rate",):
       if not getattr(self, name) > 0:
         raise ConfigError(f"--{name}={getattr(self, name)} must be positive.")
-    for name in ("weight_decay", "adapt_weight", "warmup_steps"):
+    for name in ("weight_decay", "adapt_weight", "warmup_steps", "resolution"):
       if getattr(self, name) < 0:
         raise ConfigError(f"--{name}={getattr(self, name)} must be >= 0.")
     for name in ("momentum", "ema_decay", "confidence_threshold",
@@ -112,6 +155,8 @@ class Config:
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ConfigError(
             f"--{name}={getattr(self, name)} must be in [0, 1).")
+    from xdomain import transfer
+    transfer.validate_config(self)
     if self.channels not in (1, 3):
       raise ConfigError(f"--channels={self.channels} must be 1 or 3.")
     if self.mcc_temperature <= 0:
@@ -123,13 +168,22 @@ class Config:
       raise ConfigError(
           "--coordinator_address, --num_processes and --process_id go"
           " together: set all three, or none.")
-    source_info = data.domain_info(self.source)
-    target_info = data.domain_info(self.target)
+    if self.vocab_size < 2:
+      raise ConfigError(
+          f"--vocab_size={self.vocab_size} must be >= 2 (padding and unknown).")
+    target_info = infos["target"]
+    if (source_info.modality, source_info.task) != (target_info.modality, target_info.task):
+      raise ConfigError(
+          f"--source={self.source} ({source_info.modality} {source_info.task}) and"
+          f" --target={self.target} ({target_info.modality} {target_info.task}) are"
+          " different tasks; pair domains of one task.")
     if source_info.label_names != target_info.label_names:
+      hint = (" For CoNLL files, relabel their entity types to the other domain's"
+              " types first." if source_info.task == "tagging" else "")
       raise ConfigError(
           f"--source={self.source} and --target={self.target} have different"
           f" label sets ({list(source_info.label_names)} vs"
-          f" {list(target_info.label_names)}); pair domains of one task.")
+          f" {list(target_info.label_names)}); pair domains of one task.{hint}")
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -20,10 +21,12 @@ from jax.sharding import PartitionSpec as P
 from xdomain import checkpoint
 from xdomain import data
 from xdomain import methods
+from xdomain import transfer
 from xdomain.config import Config
 from xdomain.config import ConfigError
 from xdomain.train import model_zoo
 from xdomain.train import step as step_lib
+from xdomain.train import text_pipeline
 from xdomain.train.writer import MetricWriter
 
 RESULTS_FILE = "results.json"
@@ -37,10 +40,11 @@ class NonFiniteLossError(RuntimeError):
 class _Run:
   """The pieces of one run that the loop, evaluation and checkpoints share."""
 
-  def __init__(self, config: Config, workdir: str):
+  def __init__(self, config: Config, workdir: str, devices):
     self.config = config
     self.workdir = workdir
-    num_devices = jax.device_count()
+    devices = jax.devices() if devices is None else list(devices)
+    num_devices = len(devices)
     for name in ("batch_size", "eval_batch_size"):
       if getattr(config, name) % num_devices:
         raise ConfigError(
@@ -48,18 +52,30 @@ class _Run:
             f" devices; use a multiple of {num_devices}.")
     # Auto axes: XLA propagates the batch sharding (Explicit, the default in
     # recent JAX, would make every op name its sharding).
-    self.mesh = jax.make_mesh((num_devices,), ("data",),
-                              axis_types=(jax.sharding.AxisType.Auto,))
+    self.mesh = jax.sharding.Mesh(np.array(devices), ("data",),
+                                  axis_types=(jax.sharding.AxisType.Auto,))
     self.data_sharding = NamedSharding(self.mesh, P("data"))
     self.replicated = NamedSharding(self.mesh, P())
     self.spec = model_zoo.MODELS[config.model]
     self.method = methods.METHODS[config.method](config)
     self.info = data.domain_info(config.source)
-    self.model = self.spec.build(config, self.info.num_classes)
-    self.preprocess = data.ImagePreprocess(
-        size=(config.image_size, config.image_size), channels=config.channels,
-        normalize=config.normalize, augment=config.augment)
-    self.tx = step_lib.make_optimizer(config)
+    # Sequence batches are cut to these lengths (None: images).
+    self.buckets = None
+    if self.spec.modality == "text":
+      vocab = text_pipeline.experiment_vocabulary(
+          config, workdir, write=jax.process_index() == 0)
+      self.preprocess = text_pipeline.TextPreprocess(vocab, config.max_length,
+                                                     chars=config.char_cnn)
+      self.buckets = text_pipeline.bucket_lengths(config.max_length)
+      self.model = self.spec.build(config, self.info.num_classes,
+                                   vocab_size=len(vocab), task=self.info.task)
+    else:
+      self.model = self.spec.build(config, self.info.num_classes)
+      self.preprocess = data.ImagePreprocess(
+          size=(config.image_size, config.image_size), channels=config.channels,
+          normalize=config.normalize, augment=config.augment,
+          crop_to_content=config.crop_to_content, resolution=config.resolution)
+    self.tx = transfer.make_optimizer(config, step_lib.make_optimizer)
     self.lr_schedule = step_lib.learning_rate_schedule(config)
     init_rng, self.step_rng = jax.random.split(jax.random.key(config.seed))
     self.init_rng = init_rng
@@ -70,6 +86,8 @@ class _Run:
         lambda x: jax.make_array_from_process_local_data(self.data_sharding, x), local)
 
   def sample_batch(self) -> dict:
+    if self.spec.modality == "text":
+      return {"source": text_pipeline.sample_inputs(self.config, self.info.task)}
     images = jnp.zeros((1, self.config.image_size, self.config.image_size,
                         self.config.channels), jnp.float32)
     return {"source": {"image": images, "label": jnp.zeros((1,), jnp.int32)}}
@@ -100,8 +118,12 @@ def _initialize_distributed(config: Config) -> None:
     jax.distributed.initialize()  # the cluster's environment (SLURM, TPU, ...)
 
 
-def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: Config, workdir: str, *,
+                       devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
   """Trains and evaluates one experiment, resuming from `workdir` if it holds one.
+
+  The batch is split over `devices` (default: every device of every process);
+  the results do not depend on how many there are.
 
   Returns the results (also written to `<workdir>/results.json`), or, when
   the run was stopped by SIGTERM, `{'interrupted': True, 'step': ...}` after
@@ -119,14 +141,19 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   is_writer = jax.process_index() == 0
   if is_writer:
     os.makedirs(workdir, exist_ok=True)
-  run = _Run(config, workdir)
+  run = _Run(config, workdir, devices)
   started = time.time()
 
-  train_source = config.target if run.method.train_on_target_labels else config.source
+  # A few target labels (--target_labelled_fraction) are the labelled stream.
+  few_labels = config.target_labelled_fraction > 0
+  train_source = (config.target if run.method.train_on_target_labels or few_labels
+                  else config.source)
   loader = data.CrossDomainLoader(
       train_source, config.target, batch_size=config.batch_size,
-      preprocess=run.preprocess, seed=config.seed, data_dir=config.data_dir)
-  state = run.init_state()
+      preprocess=run.preprocess, seed=config.seed, data_dir=config.data_dir,
+      buckets=run.buckets, source_fraction=config.target_labelled_fraction if few_labels else 1.0)
+  state = transfer.prepare_state(config, run.method, run.init_state(), run.replicated,
+                                 workdir=workdir)
   meta = run.meta(state)
 
   manager = checkpoint.make_manager(workdir, keep=config.keep_checkpoints)
@@ -144,7 +171,8 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, Any]:
   evaluator = _Evaluator(run)
 
   train_step = jax.jit(
-      step_lib.make_train_step(run.model, run.spec, run.method, run.tx, run.lr_schedule),
+      step_lib.make_train_step(run.model, run.spec, run.method, run.tx, run.lr_schedule,
+                               transfer.regularizer(config)),
       in_shardings=(run.replicated, run.data_sharding, run.replicated),
       out_shardings=(run.replicated, run.replicated), donate_argnums=0)
 
@@ -190,7 +218,9 @@ def _train(run: _Run, state, loader, manager, meta, writer, evaluator, train_ste
 
   batch = run.global_batch(next(loader))
   compile_started = time.time()
-  compiled = train_step.lower(state, batch, run.step_rng).compile()
+  # One program per batch shape: images have one, text one per length bucket
+  # (each compiled when first seen).
+  compiled = {_shapes(batch): train_step.lower(state, batch, run.step_rng).compile()}
   compile_seconds = time.time() - compile_started
   writer.write(step, {"compile_seconds": compile_seconds})
   logging.info("Compiled the train step in %.1f s.", compile_seconds)
@@ -198,7 +228,13 @@ def _train(run: _Run, state, loader, manager, meta, writer, evaluator, train_ste
   pending: list[dict] = []
   interval_started, interval_steps = time.time(), 0
   while True:
-    state, metrics = compiled(state, batch, run.step_rng)
+    shapes = _shapes(batch)
+    if shapes not in compiled:
+      compile_started = time.time()
+      compiled[shapes] = train_step.lower(state, batch, run.step_rng).compile()
+      compile_seconds += time.time() - compile_started
+      logging.info("Compiled the train step for batch shapes %s.", shapes)
+    state, metrics = compiled[shapes](state, batch, run.step_rng)
     pending.append(metrics)
     step += 1
     interval_steps += 1
@@ -234,6 +270,11 @@ def _train(run: _Run, state, loader, manager, meta, writer, evaluator, train_ste
   results = _results(config, evaluation, step)
   results["compile_seconds"] = compile_seconds
   return results, state
+
+
+def _shapes(batch: Any) -> tuple:
+  """The shapes of a batch's arrays, in tree order (the key of a compiled step)."""
+  return tuple(x.shape for x in jax.tree.leaves(batch))
 
 
 def _average(pending: list[dict], step: int) -> dict[str, float]:
@@ -274,14 +315,45 @@ class _Evaluator:
     config = run.config
     self._batches = {}
     self._steps = {}
+    self._feature_fns = {}
     for part, domain in (("source", config.source), ("target", config.target)):
       local = data.eval_batches(domain, "test", batch_size=config.eval_batch_size,
-                                preprocess=run.preprocess, data_dir=config.data_dir)
+                                preprocess=run.preprocess, data_dir=config.data_dir,
+                                buckets=run.buckets)
       self._batches[part] = [run.global_batch(b) for b in local]
       step = step_lib.make_eval_step(run.model, run.spec, run.info.num_classes, part)
       self._steps[part] = jax.jit(
           step, in_shardings=(run.replicated, run.replicated, run.data_sharding),
           out_shardings=run.replicated)
+
+  def features(self, part: str, params, batch_stats, *, limit: int) -> np.ndarray:
+    """Features [n, D] of the first `limit` real examples (tokens, for taggers)
+    of a test split."""
+    if part not in self._feature_fns:
+      run = self.run
+      domain_kwargs = {"domain": part} if run.spec.domain_specific_bn else {}
+
+      def features_fn(params, batch_stats, batch):
+        variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+        _, features = run.model.apply(
+            variables, *step_lib.model_inputs(batch, run.spec), train=False,
+            return_features=True, **domain_kwargs)
+        return features
+
+      self._feature_fns[part] = jax.jit(features_fn, out_shardings=run.replicated)
+    collected, count = [], 0
+    for batch in self._batches[part]:
+      if count >= limit:
+        break
+      features = np.asarray(self._feature_fns[part](params, batch_stats, batch))
+      real_rows = np.asarray(jax.device_get(batch["mask"]))
+      if features.ndim == 3:  # tagger token features [B, L, D]: keep real tokens
+        lengths = np.asarray(jax.device_get(batch["lengths"]))
+        real_rows = real_rows[:, None] & (np.arange(features.shape[1]) < lengths[:, None])
+      real = features[real_rows]
+      collected.append(real)
+      count += len(real)
+    return np.concatenate(collected)[:limit]
 
   def confusion(self, part: str, params, batch_stats) -> np.ndarray:
     total = None
@@ -293,7 +365,17 @@ class _Evaluator:
   def evaluate(self, state) -> dict[str, Any]:
     values = {}
     for part in ("source", "target"):
-      confusion = self.confusion(part, state.params["model"], state.batch_stats)
+      if self.run.spec.modality == "text":
+        # Macro-F1 and entity spans need the predictions themselves.
+        outputs = jax.device_get([
+            self._steps[part](state.params["model"], state.batch_stats, batch)
+            for batch in self._batches[part]])
+        confusion = np.sum([o["confusion"] for o in outputs], axis=0, dtype=np.float64)
+        scores = text_pipeline.text_metrics(outputs, self.run.info.task,
+                                            self.run.info.label_names)
+        values.update({f"{part}_test_{name}": value for name, value in scores.items()})
+      else:
+        confusion = self.confusion(part, state.params["model"], state.batch_stats)
       values[f"{part}_test_accuracy"] = float(np.trace(confusion) / confusion.sum())
       per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1.0)
       values[f"{part}_test_per_class_accuracy"] = per_class.tolist()
@@ -309,4 +391,7 @@ def _results(config: Config, evaluation: dict[str, Any], step: int) -> dict[str,
       "target_test_per_class_accuracy": evaluation["target_test_per_class_accuracy"],
       "step": step, "method": config.method, "source": config.source,
       "target": config.target, "seed": config.seed, "model": config.model,
+      # Text metrics: macro_f1, token_accuracy, span_precision/recall/f1, ...
+      **{name: value for name, value in evaluation.items()
+         if name.startswith(("source_test_", "target_test_"))},
   }

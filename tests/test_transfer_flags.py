@@ -1,0 +1,131 @@
+"""Transfer and teacher runs end to end: flag files, frozen weights, restored subsets, resume.
+
+One tiny pretrained seed-CNN run (2 steps) serves as `--init_from` and
+`--teacher` for every test here.
+"""
+
+import dataclasses
+import glob
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xdomain import checkpoint
+from xdomain import transfer
+from xdomain.config import Config
+from xdomain.methods import Outputs
+from xdomain.methods import teacher as teacher_lib
+from xdomain.train import loop
+from xdomain.train import model_zoo
+from tests import flagfiles
+
+FLAG_DIR = os.path.join(flagfiles.EXPERIMENTS, "transfer")
+_TINY = {"steps": 2, "batch_size": 8, "eval_batch_size": 512, "log_every": 1,
+         "eval_every": 2, "checkpoint_every": 2, "hidden_size": 8}
+
+
+def smoke_config(name: str, data_dir: str, **paths) -> Config:
+  """The Config of `experiments/transfer/<name>` (parsed as main.py does), made tiny,
+  with `--init_from`/`--teacher` (where the file sets them) replaced by `paths`."""
+  config = flagfiles.config_from_flagfile(
+      os.path.join("experiments", "transfer", name), **_TINY, data_dir=data_dir)
+  return dataclasses.replace(config, **{k: v for k, v in paths.items() if getattr(config, k)})
+
+
+@pytest.fixture(scope="module")
+def pretrained(data_dir, tmp_path_factory):
+  """The workdir of experiments/digits/source_only.flags (the documented
+  pretraining run and teacher) after 2 steps."""
+  workdir = str(tmp_path_factory.mktemp("pretrained"))
+  config = flagfiles.config_from_flagfile(
+      os.path.join("experiments", "digits", "source_only.flags"), **_TINY, data_dir=data_dir)
+  loop.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def _smoke_config(name: str, pretrained: str, data_dir: str) -> Config:
+  return smoke_config(name, data_dir, init_from=pretrained, teacher=pretrained)
+
+
+def test_every_transfer_flag_file_is_smoke_tested():
+  names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(FLAG_DIR, "*.flags")))
+  assert names == sorted(_SMOKE_TESTED), "add a smoke test for each new flag file"
+
+
+def test_finetune_frozen_keeps_the_backbone_bit_identical(pretrained, data_dir, tmp_path):
+  config = _smoke_config("finetune_frozen.flags", pretrained, data_dir)
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  assert results["step"] == 2
+  before = checkpoint.flatten_paths(checkpoint.load_params(pretrained))
+  after = checkpoint.flatten_paths(checkpoint.load_params(str(tmp_path)))
+  for path in before:
+    if path.startswith("backbone/"):
+      np.testing.assert_array_equal(after[path], before[path], err_msg=path)
+  assert not np.array_equal(after["head/logits/kernel"], before["head/logits/kernel"])
+
+
+def test_finetune_l2sp_restores_and_anchors(pretrained, data_dir, tmp_path):
+  config = _smoke_config("finetune_l2sp.flags", pretrained, data_dir)
+  config = dataclasses.replace(config, restore="backbone/.*")
+  run = loop._Run(config, str(tmp_path), None)
+  fresh = run.init_state()
+  fresh_head = jax.device_get(fresh.params["model"]["head"])
+  state = transfer.prepare_state(config, run.method, fresh, run.replicated)
+  saved = checkpoint.load_params(pretrained)
+  got = checkpoint.flatten_paths(jax.device_get(state.params["model"]))
+  for path, value in checkpoint.flatten_paths(saved).items():
+    if path.startswith("backbone/"):
+      np.testing.assert_array_equal(got[path], value, err_msg=path)
+  np.testing.assert_array_equal(got["head/logits/kernel"], fresh_head["logits"]["kernel"])
+  anchor = checkpoint.flatten_paths(jax.device_get(state.untrained["anchor"]))
+  assert sorted(anchor) == sorted(p for p in got if p.startswith("backbone/"))
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  assert results["step"] == 2
+
+
+def test_distill_digits_runs_and_the_teacher_is_the_checkpoint(pretrained, data_dir, tmp_path):
+  config = _smoke_config("distill_digits.flags", pretrained, data_dir)
+  method = teacher_lib.make_distill(config)
+  teacher_state = method.teacher.init({})
+  images = jax.random.uniform(
+      jax.random.key(0), (4, config.image_size, config.image_size, config.channels))
+  model = model_zoo.MODELS["seed_cnn"].build(config, 10)
+  expected = model.apply({"params": checkpoint.load_params(pretrained)}, images)
+  np.testing.assert_allclose(method.teacher.logits(teacher_state, (images,), None), expected,
+                             rtol=1e-5, atol=1e-5)
+  # With a one-hot teacher at T = 1 the distillation term is the cross-entropy.
+  student = jax.random.normal(jax.random.key(1), (4, 10))
+  labels = jnp.array([3, 1, 4, 1])
+  outputs = Outputs(source_logits=student, source_features=student, source_labels=labels,
+                    source_mask=None, target_logits=student, target_features=student,
+                    teacher_target_logits=1e4 * jax.nn.one_hot(labels, 10))
+  one_hot = teacher_lib.make_distill(dataclasses.replace(config, distill_temperature=1.0))
+  term = one_hot.terms(outputs, {}, jax.random.key(0), 0)["distill"]
+  log_p = jax.nn.log_softmax(student)
+  np.testing.assert_allclose(term, -jnp.mean(log_p[jnp.arange(4), labels]), rtol=1e-5)
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  assert results["step"] == 2 and results["model"] == "row_lstm"
+
+
+def test_pseudo_label_digits_resumes_exactly(pretrained, data_dir, tmp_path):
+  config = dataclasses.replace(
+      _smoke_config("pseudo_label_digits.flags", pretrained, data_dir),
+      teacher_refresh_every=2, confidence_threshold=0.1, checkpoint_every=1, eval_every=3)
+  straight = loop.train_and_evaluate(dataclasses.replace(config, steps=3),
+                                     str(tmp_path / "straight"))
+  loop.train_and_evaluate(config, str(tmp_path / "resumed"))
+  resumed = loop.train_and_evaluate(dataclasses.replace(config, steps=3),
+                                    str(tmp_path / "resumed"))
+  assert resumed["target_test_accuracy"] == straight["target_test_accuracy"]
+  jax.tree.map(np.testing.assert_array_equal, checkpoint.load_params(str(tmp_path / "resumed")),
+               checkpoint.load_params(str(tmp_path / "straight")))
+
+
+_SMOKE_TESTED = ("finetune_frozen.flags", "finetune_l2sp.flags", "distill_digits.flags",
+                 "pseudo_label_digits.flags",
+                 # tests/test_transfer_text.py:
+                 "lm_pretrain_sentiment.flags", "lm_finetune_sentiment.flags",
+                 "distill_sentiment.flags")

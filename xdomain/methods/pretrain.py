@@ -1,0 +1,101 @@
+"""Language-model pretraining of a recurrent text backbone on both domains' text.
+
+`--method=lm_pretrain` trains the (bi)LSTM/GRU backbone of `--model=bilstm`
+or `bigru` to predict, at every real token of the source and target training
+text (labels unused), the next token from the forward states and the previous
+token from the backward states (as ELMo does), with a softmax over the whole
+vocabulary. The output layer is tied to the input embeddings (Press & Wolf
+2017): `logits = proj(h) @ E^T`, with one projection per direction as the
+method's own parameters; the source task loss is switched off.
+
+Its checkpoint then feeds `--init_from` (default `--restore='backbone/.*'`:
+embeddings and encoder) of a fine-tuning run with any method on the same
+`--source`/`--target` and vocabulary flags, so that token ids agree.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from xdomain import models
+from xdomain.config import Config
+from xdomain.config import ConfigError
+from xdomain.methods import base
+
+LM_MODELS = ("bilstm", "bigru")
+
+
+def language_model_loss(token_features: jax.Array, tokens: jax.Array, lengths: jax.Array,
+                        embedding: jax.Array, projections) -> tuple[jax.Array, jax.Array]:
+  """Mean next-token (forward) and previous-token (backward) cross-entropies.
+
+  Args:
+    token_features: [B, L, 2H] outputs of a bidirectional encoder, `[forward |
+      backward]`, zero past each length.
+    tokens: [B, L] token ids.
+    lengths: [B] real lengths.
+    embedding: [V, E] input embeddings (the tied output layer).
+    projections: `(forward, backward)`: functions [..., H] -> [..., E].
+
+  Returns:
+    `(forward_loss, backward_loss)`: float32 means over the predicted tokens
+    (positions 0..len-2 predict 1..len-1, and 1..len-1 predict 0..len-2).
+  """
+  if token_features.ndim != 3 or token_features.shape[:2] != tokens.shape:
+    raise ValueError(
+        f"token_features must be [B, L, 2H] matching tokens {tokens.shape}; got"
+        f" {token_features.shape}.")
+  hidden = token_features.shape[-1] // 2
+  length = tokens.shape[1]
+  positions = jnp.arange(length - 1)[None, :]
+  # Pairs (state at t, token at t + 1) exist for t + 1 < length.
+  valid = (positions + 1 < lengths[:, None]).astype(jnp.float32)
+  forward, backward = projections
+
+  def loss(states, targets):
+    logits = (states.astype(jnp.float32) @ embedding.astype(jnp.float32).T)
+    per_token = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    return jnp.sum(per_token * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+  forward_loss = loss(forward(token_features[:, :-1, :hidden]), tokens[:, 1:])
+  backward_loss = loss(backward(token_features[:, 1:, hidden:]), tokens[:, :-1])
+  return forward_loss, backward_loss
+
+
+def make_lm_pretrain(config: Config) -> base.Method:
+  """Forward and backward language modelling on the text of both domains."""
+  if config.model not in LM_MODELS:
+    raise ConfigError(
+        f"--method=lm_pretrain pretrains a recurrent text backbone: use --model= one of"
+        f" {', '.join(LM_MODELS)}, not {config.model}.")
+  from xdomain import data  # pylint: disable=g-import-not-at-top
+  if data.domain_info(config.source).task != "classification":
+    raise ConfigError(
+        f"--method=lm_pretrain reads sentence classification domains; {config.source} is"
+        f" a {data.domain_info(config.source).task} domain.")
+  projection = nn.Dense(config.embed_size)
+
+  def init_aux(rng, feature_dim, num_classes):
+    del num_classes
+    forward_rng, backward_rng = jax.random.split(rng)
+    sample = jnp.zeros((1, feature_dim // 2))
+    return {"forward": projection.init(forward_rng, sample)["params"],
+            "backward": projection.init(backward_rng, sample)["params"]}
+
+  def model_terms(model, variables, inputs, aux_params, rng):
+    tokens, lengths = inputs[0], inputs[1]
+    features = model.apply(variables, tokens, lengths, train=True, rngs={"dropout": rng},
+                           method=models.RNNClassifier.token_features)
+    embedding = variables["params"]["backbone"]["embed"]["embedding"]
+    forward, backward = (
+        lambda h, d=direction: projection.apply({"params": aux_params[d]}, h)
+        for direction in ("forward", "backward"))
+    forward_loss, backward_loss = language_model_loss(
+        features, tokens, lengths, embedding, (forward, backward))
+    return {"lm_forward": forward_loss, "lm_backward": backward_loss}
+
+  return base.Method(name="lm_pretrain", model_terms=model_terms, init_aux=init_aux,
+                     weights={"lm_forward": 1.0, "lm_backward": 1.0}, task_weight=0.0)

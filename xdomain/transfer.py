@@ -1,0 +1,368 @@
+"""Transfer learning: partial restore, freezing, per-group learning rates, L2-SP.
+
+Parameters are selected by regular expressions over their '/'-joined paths
+in the model, which start with `backbone/` or `head/` (e.g.
+`backbone/conv_0/kernel`, `head/logits/bias`); a pattern must match a whole
+path (`re.fullmatch`).
+
+    --init_from=/tmp/pretrain --restore='backbone/.*'   restore the backbone
+    --freeze='backbone/.*'                               and keep it fixed
+    --backbone_lr_multiplier=0.1                         or train it slower
+    --l2sp=0.01                                          or anchor it (L2-SP)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from xdomain import checkpoint
+from xdomain.config import Config
+from xdomain.config import ConfigError
+
+Params = Any
+TEACHER_SOURCES = ("student", "ema")
+VOCAB_FILE = "vocab.json"
+# Optimizer groups of `param_labels`.
+FROZEN, BACKBONE, OTHER = "frozen", "backbone", "other"
+
+
+class RestoreError(ConfigError):
+  """Restored parameters do not fit the model: the message names every path.
+
+  A `ConfigError` (hence a `ValueError`), so `experiments/main.py` reports it
+  in one line."""
+
+
+def _flatten(tree: Params) -> dict[str, Any]:
+  return flax.traverse_util.flatten_dict(tree, sep="/") if tree else {}
+
+
+def _unflatten(flat: Mapping[str, Any]) -> Params:
+  return flax.traverse_util.unflatten_dict(dict(flat), sep="/") if flat else {}
+
+
+def _compile(pattern: str, flag: str) -> re.Pattern:
+  try:
+    return re.compile(pattern)
+  except re.error as e:
+    raise ConfigError(f"--{flag}={pattern!r} is not a regular expression: {e}.") from e
+
+
+def restore_subset(params: Params, pretrained: Params, *, pattern: str
+                   ) -> tuple[Params, list[str]]:
+  """Replaces the parameters whose path fully matches `pattern` by pretrained ones.
+
+  Args:
+    params: the freshly initialised model parameters (nested dicts).
+    pretrained: parameters of another run (nested dicts, e.g. from
+      `checkpoint.load_params`); paths outside `pattern` are ignored.
+    pattern: regular expression over '/'-joined paths, e.g. 'backbone/.*'.
+
+  Returns:
+    `(params, restored_paths)`: the new tree (unmatched leaves unchanged) and
+    the sorted restored paths.
+
+  Raises:
+    RestoreError: a matched path is missing from `pretrained` or has another
+      shape (every such path is named, with both shapes), or `pattern`
+      matches no path of `params`.
+  """
+  regex = re.compile(pattern)
+  flat, saved = _flatten(params), _flatten(pretrained)
+  matched = sorted(path for path in flat if regex.fullmatch(path))
+  if not matched:
+    raise RestoreError(
+        f"--restore={pattern!r} matches none of the model's parameters; its paths are:"
+        f" {', '.join(sorted(flat))}.")
+  problems = []
+  for path in matched:
+    if path not in saved:
+      problems.append(f"{path}: missing from the checkpoint")
+    elif np.shape(saved[path]) != np.shape(flat[path]):
+      problems.append(f"{path}: checkpoint {list(np.shape(saved[path]))},"
+                      f" model {list(np.shape(flat[path]))}")
+  if problems:
+    raise RestoreError(
+        f"cannot restore {len(problems)} of the {len(matched)} parameters matched by"
+        f" --restore={pattern!r}: {'; '.join(problems)}. Narrow --restore (e.g."
+        " 'backbone/.*') or use the model flags of the run that wrote the checkpoint.")
+  for path in matched:
+    flat[path] = jnp.asarray(saved[path], dtype=jnp.asarray(flat[path]).dtype)
+  return _unflatten(flat), matched
+
+
+def restore_variables(variables: Mapping[str, Params], pretrained: Mapping[str, Params], *,
+                      pattern: str) -> tuple[dict[str, Params], list[str]]:
+  """`restore_subset` of `params` and, under the same pattern, of `batch_stats`.
+
+  Batch statistics belong to the layers whose parameters they normalise, so
+  restoring `backbone/.*` also restores the backbone's running means and
+  variances (when both the model and the checkpoint have them).
+  """
+  params, restored = restore_subset(variables["params"], pretrained["params"],
+                                    pattern=pattern)
+  batch_stats = variables.get("batch_stats") or {}
+  regex = re.compile(pattern)
+  if batch_stats and any(regex.fullmatch(p) for p in _flatten(batch_stats)):
+    batch_stats, _ = restore_subset(batch_stats, pretrained.get("batch_stats") or {},
+                                    pattern=pattern)
+  return {"params": params, "batch_stats": batch_stats}, restored
+
+
+def param_labels(params: Params, *, freeze: str | None, backbone_lr_multiplier: float = 1.0
+                 ) -> Params:
+  """The optimizer group of every parameter: 'frozen', 'backbone' or 'other'.
+
+  Args:
+    params: `{'model': ..., 'aux': ...}` as in `TrainState.params`.
+    freeze: regular expression over model parameter paths to freeze, or None.
+    backbone_lr_multiplier: when not 1, `backbone/...` paths form their own
+      group (trained with the learning rate times this).
+
+  Returns:
+    A tree of the same structure whose leaves are the group names. The
+    method's own parts (`aux`, e.g. a discriminator) are always 'other'.
+  """
+  regex = re.compile(freeze) if freeze else None
+
+  def label(path: str) -> str:
+    if regex is not None and regex.fullmatch(path):
+      return FROZEN
+    if backbone_lr_multiplier != 1.0 and path.startswith("backbone/"):
+      return BACKBONE
+    return OTHER
+
+  model = _unflatten({path: label(path) for path in _flatten(params["model"])})
+  aux = jax.tree.map(lambda _: OTHER, params.get("aux") or {})
+  return {"model": model, "aux": aux}
+
+
+def make_optimizer(config: Config, base: Callable[[Config], optax.GradientTransformation]
+                   ) -> optax.GradientTransformation:
+  """`base(config)` with `--freeze` and `--backbone_lr_multiplier` applied.
+
+  Frozen parameters get `optax.set_to_zero()` through `optax.multi_transform`,
+  so their updates are exactly zero (they stay bit-identical) and no
+  optimizer state is kept for them; the backbone group gets
+  `base(config with learning_rate * backbone_lr_multiplier)`.
+
+  Args:
+    config: the run's config.
+    base: builds the plain optimizer, e.g. `step.make_optimizer`.
+  """
+  if not config.freeze and config.backbone_lr_multiplier == 1.0:
+    return base(config)
+  transforms = {FROZEN: optax.set_to_zero(), OTHER: base(config)}
+  if config.backbone_lr_multiplier != 1.0:
+    transforms[BACKBONE] = base(dataclasses.replace(
+        config, learning_rate=config.learning_rate * config.backbone_lr_multiplier))
+  return optax.multi_transform(
+      transforms, lambda params: param_labels(
+          params, freeze=config.freeze,
+          backbone_lr_multiplier=config.backbone_lr_multiplier))
+
+
+def l2sp_penalty(params: Params, anchor: Params, *, alpha: float, beta: float = 0.0
+                 ) -> jax.Array:
+  r"""L2-SP: the distance of the restored weights to their pretrained values.
+
+  .. math::
+    \Omega(w) = \frac{\alpha}{2} \lVert w_S - w_S^0 \rVert_2^2
+              + \frac{\beta}{2} \lVert w_{\bar S} \rVert_2^2
+
+  over the restored parameters S (the paths present in `anchor`) and the
+  freshly initialised ones \bar S (every other path).
+
+  Args:
+    params: model parameters (nested dicts).
+    anchor: the pretrained values w^0 of the restored paths (a subtree).
+    alpha: weight of the anchoring term (0.01 to 0.1 in Li et al.).
+    beta: weight of plain weight decay on the new parameters.
+
+  Returns:
+    A float32 scalar.
+
+  References:
+    Li, Grandvalet & Davoine, "Explicit Inductive Bias for Transfer Learning
+    with Convolutional Networks", ICML 2018.
+  """
+  if alpha < 0 or beta < 0:
+    raise ValueError(f"alpha and beta must be >= 0, got alpha={alpha}, beta={beta}.")
+  flat, anchored = _flatten(params), _flatten(anchor)
+  unknown = sorted(set(anchored) - set(flat))
+  if unknown:
+    raise ValueError(f"anchor has paths the parameters lack: {', '.join(unknown)}.")
+  anchored_sum = jnp.float32(0.0)
+  free_sum = jnp.float32(0.0)
+  for path, w in flat.items():
+    w = jnp.asarray(w, jnp.float32)
+    if path in anchored:
+      if np.shape(anchored[path]) != w.shape:
+        raise ValueError(f"anchor[{path!r}] has shape {np.shape(anchored[path])},"
+                         f" expected {w.shape}.")
+      anchored_sum += jnp.sum(jnp.square(w - anchored[path]))
+    elif beta:
+      free_sum += jnp.sum(jnp.square(w))
+  return 0.5 * alpha * anchored_sum + 0.5 * beta * free_sum
+
+
+def regularizer(config: Config) -> Callable[[Params, Params], dict[str, jax.Array]] | None:
+  """The `make_train_step` regularizer of the run: L2-SP with `--l2sp` (else None)."""
+  if not config.l2sp and not config.l2sp_beta:
+    return None
+
+  def terms(model_params: Params, untrained: Params) -> dict[str, jax.Array]:
+    return {"l2sp": l2sp_penalty(model_params, untrained["anchor"], alpha=config.l2sp,
+                                 beta=config.l2sp_beta)}
+
+  return terms
+
+
+def check_vocabulary(other: str, workdir: str, flag: str) -> None:
+  """Raises `ConfigError` if text runs `other` and `workdir` have different vocabularies.
+
+  Restored embeddings and a text teacher only make sense with the same token
+  ids; the vocabulary is `<workdir>/vocab.json` (xdomain/train/text_pipeline.py).
+  Image runs (no vocabulary files) pass.
+  """
+  paths = [os.path.join(d, VOCAB_FILE) for d in (other, workdir)]
+  if not all(os.path.isfile(p) for p in paths):
+    return
+  records = []
+  for path in paths:
+    with open(path, encoding="utf-8") as f:
+      records.append(json.load(f))
+  if records[0]["tokens"] != records[1]["tokens"]:
+    raise ConfigError(
+        f"--{flag}={other} was trained with another vocabulary ({len(records[0]['tokens'])}"
+        f" tokens built from {records[0].get('built_from')}) than this run"
+        f" ({len(records[1]['tokens'])} tokens built from {records[1].get('built_from')}):"
+        " its token ids would mean other words. Use the same --source, --target and"
+        " vocabulary flags in both runs.")
+
+
+def prepare_state(config: Config, method, state, sharding: jax.sharding.Sharding, *,
+                  workdir: str | None = None):
+  """Applies `--init_from`/`--restore` to a fresh state and fills `state.untrained`.
+
+  Order: restore the selected pretrained variables; keep their values as the
+  L2-SP anchor (when `--l2sp` is set); then let the EMA and the method's
+  teacher take their initial state from the (restored) student. On resume
+  the checkpoint then overwrites all of it, so resumed runs continue exactly.
+
+  Args:
+    config: the run's config.
+    method: the run's `methods.Method`.
+    state: `TrainState` from `step.init_state`.
+    sharding: where the new arrays go (replicated over the mesh).
+    workdir: the run's workdir, to check that a text run's vocabulary is the
+      one of `--init_from` and `--teacher` (`check_vocabulary`).
+
+  Returns:
+    The new `TrainState`.
+  """
+  if workdir is not None:
+    for flag in ("init_from", "teacher"):
+      if getattr(config, flag):
+        check_vocabulary(_workdir_of(getattr(config, flag)), workdir, flag)
+  params, batch_stats = state.params, state.batch_stats
+  untrained = {}
+  if config.init_from:
+    pretrained = checkpoint.load_variables(config.init_from)
+    variables, restored = restore_variables(
+        {"params": params["model"], "batch_stats": batch_stats}, pretrained,
+        pattern=config.restore)
+    fresh = sorted(set(_flatten(params["model"])) - set(restored))
+    logging.info("Restored %d parameter arrays from %s (--restore=%r): %s.", len(restored),
+                 config.init_from, config.restore, ", ".join(restored))
+    logging.info("Freshly initialised %d parameter arrays: %s.", len(fresh),
+                 ", ".join(fresh) or "none")
+    params = dict(params, model=variables["params"])
+    batch_stats = variables["batch_stats"]
+    if config.l2sp or config.l2sp_beta:
+      flat = _flatten(variables["params"])
+      untrained["anchor"] = _unflatten({path: flat[path] for path in restored})
+  if config.freeze:
+    frozen = [path for path in _flatten(params["model"])
+              if re.fullmatch(config.freeze, path)]
+    if not frozen:
+      raise ConfigError(
+          f"--freeze={config.freeze!r} matches none of the model's parameters; its paths"
+          f" are: {', '.join(sorted(_flatten(params['model'])))}.")
+    logging.info("Frozen %d parameter arrays: %s.", len(frozen), ", ".join(sorted(frozen)))
+  if method.teacher is not None:
+    untrained["teacher"] = method.teacher.init(
+        {"params": params["model"], "batch_stats": batch_stats})
+  ema = state.ema
+  if ema:  # the EMA teacher starts from the restored student, not the random one
+    ema = {"params": params["model"], "batch_stats": batch_stats}
+  # Copies: the step donates the state, and no two leaves may share a buffer.
+  copy = lambda tree: jax.tree.map(  # noqa: E731
+      lambda x: jnp.array(x, copy=True), jax.device_put(tree, sharding))
+  state = state.replace(params=params, batch_stats=batch_stats, ema=copy(ema),
+                        untrained=copy(untrained))
+  return jax.device_put(state, sharding)
+
+
+def _workdir_of(path: str) -> str:
+  """The run's workdir for a workdir, its checkpoints dir, or one checkpoint."""
+  path = os.path.normpath(path)
+  if os.path.basename(path).isdigit():
+    path = os.path.dirname(path)
+  if os.path.basename(path) == checkpoint.CHECKPOINT_DIR:
+    path = os.path.dirname(path)
+  return path
+
+
+def validate_config(config: Config) -> None:
+  """Raises `ConfigError` for transfer and teacher flags that cannot work."""
+  _compile(config.restore, "restore")
+  if config.freeze:
+    _compile(config.freeze, "freeze")
+  if config.init_from and not os.path.isdir(config.init_from):
+    raise ConfigError(
+        f"--init_from={config.init_from!r} is not a directory: give the --workdir of a"
+        " finished run (or one of its checkpoints, <workdir>/checkpoints/<step>).")
+  for name in ("backbone_lr_multiplier", "l2sp", "l2sp_beta", "distill_weight"):
+    if getattr(config, name) < 0:
+      raise ConfigError(f"--{name}={getattr(config, name)} must be >= 0.")
+  if (config.l2sp or config.l2sp_beta) and not config.init_from:
+    raise ConfigError(
+        "--l2sp anchors restored weights to their pretrained values: set --init_from"
+        " (and --restore) too.")
+  if not 0.0 <= config.target_labelled_fraction <= 1.0:
+    raise ConfigError(
+        f"--target_labelled_fraction={config.target_labelled_fraction} must be in [0, 1]"
+        " (0: no target labels).")
+  if not config.distill_temperature > 0:
+    raise ConfigError(
+        f"--distill_temperature={config.distill_temperature} must be positive.")
+  if config.teacher_refresh_every <= 0:
+    raise ConfigError(
+        f"--teacher_refresh_every={config.teacher_refresh_every} must be positive.")
+  if config.teacher_source not in TEACHER_SOURCES:
+    raise ConfigError(
+        f"--teacher_source={config.teacher_source!r} is not one of"
+        f" {', '.join(TEACHER_SOURCES)}.")
+  if config.method == "distill":
+    if not config.teacher:
+      raise ConfigError(
+          "--method=distill needs --teacher=<workdir of a trained xdomain run>.")
+    if not os.path.isfile(os.path.join(config.teacher, "config.json")):
+      raise ConfigError(
+          f"--teacher={config.teacher!r} holds no config.json: give the --workdir of a"
+          " run of experiments/main.py.")
+  elif config.teacher:
+    raise ConfigError(f"--teacher is only used by --method=distill, not {config.method}.")
