@@ -29,8 +29,9 @@ NORMALIZATIONS = ("unit", "standardize")
 class ImagePreprocess:
   """How images of any domain are brought to a common input.
 
-  Steps, in order: uint8 -> float32 in [0, 1]; bilinear resize to ``size``
-  (Gaussian anti-aliasing when shrinking); grey -> RGB by repeating the channel,
+  Steps, in order: uint8 -> float32 in [0, 1]; with ``crop_to_content``, a
+  crop to the square around each image's ink (see below); bilinear resize to
+  ``size`` (Gaussian anti-aliasing when shrinking); grey -> RGB by repeating the channel,
   RGB -> grey by ITU-R 709 luma; then ``normalize``:
 
   - ``'unit'``: keep [0, 1];
@@ -38,6 +39,21 @@ class ImagePreprocess:
     channels and divide by ``max(std, 1 / sqrt(H * W * C))`` (as
     ``tf.image.per_image_standardization``). It needs no statistics of any
     split, so any two domains can be paired.
+
+  ``crop_to_content`` size-normalises digits the way MNIST itself was made:
+  the ink is the set of pixels whose grey value (luma for RGB) exceeds
+  ``ink_threshold`` times the image's largest grey value; the crop is the
+  square, centred on the ink's bounding box, whose side is the box's longer
+  side (aspect ratio kept), padded with the image's border pixels where it
+  leaves the frame. Digits drawn small in a wide margin (MNIST) and digits that
+  fill their frame (UCI) then come out at the same scale. It is applied
+  identically to every domain and uses no labels; an image without ink (or a
+  textured one whose ink spans the frame) is kept whole.
+
+  ``resolution`` (0: off) first brings every image to ``resolution`` x
+  ``resolution`` (after the crop, anti-aliased when shrinking) and only then to
+  ``size``: domains drawn at different resolutions (28x28 MNIST, 8x8 UCI) then
+  carry the same detail, the coarsest one's.
 
   With ``augment=True`` every training image is translated by a random
   integer offset in ``[-max_shift, max_shift]`` along each axis, the border
@@ -51,12 +67,18 @@ class ImagePreprocess:
     normalize: ``'unit'`` or ``'standardize'``.
     augment: random translation of training images.
     max_shift: largest translation in pixels.
+    crop_to_content: crop each image to the square around its ink first.
+    ink_threshold: ink level, a fraction of the image's largest grey value.
+    resolution: common resolution every image passes through; 0: none.
   """
   size: tuple[int, int] = (28, 28)
   channels: int = 1
   normalize: str = "unit"
   augment: bool = False
   max_shift: int = 2
+  crop_to_content: bool = False
+  ink_threshold: float = 0.3
+  resolution: int = 0
 
   def __post_init__(self):
     size = tuple(self.size)
@@ -69,6 +91,10 @@ class ImagePreprocess:
       raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
     if not 0 <= self.max_shift < min(self.size):
       raise ValueError(f"max_shift must be in [0, {min(self.size)}), got {self.max_shift!r}")
+    if not 0.0 < self.ink_threshold < 1.0:
+      raise ValueError(f"ink_threshold must be in (0, 1), got {self.ink_threshold!r}")
+    if int(self.resolution) != self.resolution or self.resolution < 0:
+      raise ValueError(f"resolution must be an int >= 0, got {self.resolution!r}")
 
   def prepare(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Deterministic preprocessing of a dict holding ``image``.
@@ -87,10 +113,11 @@ class ImagePreprocess:
       raise ValueError(
           f"data['image'] must be uint8[n, h, w, 1 or 3], got {images.dtype}{list(images.shape)}")
     x = images.astype(np.float32) / 255.0
-    if x.shape[1:3] != self.size:
-      shrinking = x.shape[1] > self.size[0] or x.shape[2] > self.size[1]
-      x = transform.resize(x, (x.shape[0], *self.size, x.shape[3]), order=1,
-                           anti_aliasing=shrinking, preserve_range=True).astype(np.float32)
+    sizes = [self.size] if not self.resolution else [(self.resolution,) * 2, self.size]
+    if self.crop_to_content:
+      x = np.stack([crop_to_ink(image, sizes[0], self.ink_threshold) for image in x])
+    for size in sizes:
+      x = _resize(x, size)
     if x.shape[-1] == 1 and self.channels == 3:
       x = np.repeat(x, 3, axis=-1)
     elif x.shape[-1] == 3 and self.channels == 1:
@@ -131,3 +158,42 @@ class ImagePreprocess:
     cols = (m - params[:, 1])[:, None] + np.arange(w)
     shifted = padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
     return {**batch, "image": shifted}
+
+
+def _resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """Bilinear resize of float32[n, h, w, c] to [n, *size, c], anti-aliased when shrinking."""
+  if x.shape[1:3] == tuple(size):
+    return x
+  shrinking = x.shape[1] > size[0] or x.shape[2] > size[1]
+  return transform.resize(x, (x.shape[0], *size, x.shape[3]), order=1,
+                          anti_aliasing=shrinking, preserve_range=True).astype(np.float32)
+
+
+def crop_to_ink(image: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
+  """Crops one image to the square around its ink and resizes it to ``size``.
+
+  Args:
+    image: float32[h, w, c] in [0, 1], c in 1, 3.
+    size: output ``(H, W)``.
+    threshold: ink level, a fraction of the image's largest grey value.
+
+  Returns:
+    float32[H, W, c]; the image resized whole when it has no ink.
+  """
+  if image.ndim != 3 or image.shape[-1] not in (1, 3):
+    raise ValueError(f"image must be [h, w, 1 or 3], got shape {image.shape}")
+  h, w, c = image.shape
+  grey = image[..., 0] if c == 1 else image @ _LUMA
+  peak = grey.max()
+  rows = np.flatnonzero((grey > threshold * peak).any(axis=1)) if peak > 0 else []
+  if len(rows):
+    cols = np.flatnonzero((grey > threshold * peak).any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    side = max(bottom - top, right - left)
+    # The square's corner; its centre is the box's (half pixels round down).
+    y0 = (top + bottom - side) // 2
+    x0 = (left + right - side) // 2
+    pad = max(0, -y0, -x0, y0 + side - h, x0 + side - w)
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    image = padded[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
+  return _resize(image[None], size)[0]

@@ -1,0 +1,82 @@
+"""ImagePreprocess's crop to the ink and common resolution."""
+
+import numpy as np
+import pytest
+from skimage import transform
+
+from xdomain.data import preprocess
+
+
+def _blob(size, top, left, height, width, value=200):
+  image = np.zeros((1, size, size, 1), np.uint8)
+  image[0, top:top + height, left:left + width] = value
+  return image
+
+
+def test_crop_to_ink_takes_the_square_around_the_ink():
+  # A 6 (tall) x 4 (wide) box at rows 10..15, cols 3..6 of a 28x28 frame: the
+  # crop is the 6x6 square centred on it, rows 10..15, cols 2..7.
+  image = _blob(28, 10, 3, 6, 4).astype(np.float32) / 255
+  image[0, 12, 4] = 0.05  # below the threshold: not ink, kept inside the crop
+  out = preprocess.crop_to_ink(image[0], (6, 6), 0.3)
+  np.testing.assert_array_equal(out, image[0, 10:16, 2:8])
+
+
+def test_crop_to_ink_pads_with_the_border_where_the_square_leaves_the_frame():
+  # A 1x5 stroke on the top row: the 5x5 square reaches 2 rows above the frame.
+  image = np.zeros((8, 8, 1), np.float32)
+  image[0, 1:6] = 1.0
+  out = preprocess.crop_to_ink(image, (5, 5), 0.5)
+  expected = np.zeros((5, 5, 1), np.float32)
+  expected[:3] = 1.0  # two border copies of row 0, then row 0 itself
+  np.testing.assert_array_equal(out, expected)
+
+
+def test_crop_to_ink_keeps_an_image_without_ink_whole():
+  image = np.zeros((12, 12, 3), np.float32)
+  out = preprocess.crop_to_ink(image, (6, 6), 0.3)
+  assert out.shape == (6, 6, 3) and not out.any()
+
+
+def test_small_and_frame_filling_digits_come_out_alike():
+  # The same 8x8 box drawn small in a wide margin and filling its own frame.
+  small = _blob(28, 10, 10, 8, 8)
+  full = _blob(8, 0, 0, 8, 8)
+  prep = preprocess.ImagePreprocess(size=(16, 16), crop_to_content=True)
+  np.testing.assert_allclose(prep.prepare({"image": small})["image"],
+                             prep.prepare({"image": full})["image"], atol=1e-6)
+  plain = preprocess.ImagePreprocess(size=(16, 16))
+  assert np.abs(plain.prepare({"image": small})["image"]
+                - plain.prepare({"image": full})["image"]).max() > 0.5
+
+
+def test_resolution_passes_through_the_common_size():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)
+  out = preprocess.ImagePreprocess(size=(16, 16), resolution=8).prepare(
+      {"image": images, "label": np.arange(3)})
+  x = images.astype(np.float32) / 255
+  x = transform.resize(x, (3, 8, 8, 1), order=1, anti_aliasing=True, preserve_range=True)
+  x = transform.resize(x, (3, 16, 16, 1), order=1, anti_aliasing=False, preserve_range=True)
+  np.testing.assert_allclose(out["image"], x, atol=1e-6)
+  np.testing.assert_array_equal(out["label"], np.arange(3))
+  # At the resolution already, only the final resize acts.
+  low = images[:, :8, :8]
+  direct = preprocess.ImagePreprocess(size=(16, 16)).prepare({"image": low})["image"]
+  via = preprocess.ImagePreprocess(size=(16, 16), resolution=8).prepare({"image": low})["image"]
+  np.testing.assert_array_equal(direct, via)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"ink_threshold": 1.0}, "ink_threshold"),
+    ({"resolution": -1}, "resolution"),
+    ({"resolution": 2.5}, "resolution"),
+])
+def test_bad_arguments(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    preprocess.ImagePreprocess(**kwargs)
+
+
+def test_crop_to_ink_checks_its_image():
+  with pytest.raises(ValueError, match=r"image must be \[h, w, 1 or 3\]"):
+    preprocess.crop_to_ink(np.zeros((4, 4), np.float32), (4, 4), 0.3)
