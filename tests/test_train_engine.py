@@ -205,3 +205,11 @@ def test_main_reports_bad_flags_in_one_line(data_dir, tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith("error: --method='bogus'")
   assert "Traceback" not in result.stderr
+
+
+def test_resuming_with_other_preprocessing_is_refused(data_dir, tmp_path):
+  train_and_evaluate(tiny(data_dir), str(tmp_path), devices=flagfiles.smoke_devices())
+  with pytest.raises(checkpoint.CheckpointMismatchError, match=r"other data settings"):
+    train_and_evaluate(tiny(data_dir, normalize="standardize", steps=4), str(tmp_path),
+                       devices=flagfiles.smoke_devices())
+  assert checkpoint.load_meta(tmp_path)["method"] == "dann"

@@ -162,7 +162,12 @@ def train_and_evaluate(config: Config, workdir: str, *,
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
     state, loader_state = checkpoint.restore(manager, start_step, abstract, meta)
-    loader.set_state(loader_state)
+    try:
+      loader.set_state(loader_state)
+    except ValueError as e:  # same model, other data settings (preprocessing, ...)
+      raise checkpoint.CheckpointMismatchError(
+          f"the checkpoint in {workdir} was written with other data settings: {e}."
+          " Use a new --workdir, or the flags of the run that wrote it.") from e
     logging.info("Resumed from the checkpoint at step %d in %s.", start_step, workdir)
   if is_writer:
     with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
