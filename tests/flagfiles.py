@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import importlib.util
-import json
 import os
 
 from xdomain.config import Config
@@ -54,8 +53,3 @@ def config_from_flagfile(path: str, **overrides) -> Config:
   _MAIN.flags.FLAGS.unparse_flags()
   _MAIN.flags.FLAGS(argv)
   return _MAIN.config_from_flags()
-
-
-def read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]

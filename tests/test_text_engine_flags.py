@@ -17,6 +17,7 @@ from tests import flagfiles
 from xdomain.data import text_corpora
 from xdomain.train import text_pipeline
 from xdomain.train import train_and_evaluate
+from xdomain.train.writer import read_metrics
 
 TINY = dict(flagfiles.SMOKE_OVERRIDES, steps=1, checkpoint_every=1, eval_every=1,
             embed_size=8, hidden_size=8, max_length=16, eval_batch_size=512)
@@ -70,7 +71,7 @@ def test_text_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
   assert resumed["step"] == 2
   with open(vocab_path) as f:
     assert f.read() == vocab
-  events = flagfiles.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  events = read_metrics(workdir)
   assert [e["step"] for e in events if "total" in e] == [1, 2]
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["step"] == 2

@@ -23,6 +23,7 @@ from xdomain.config import ConfigError
 from xdomain.methods import base
 from xdomain.train import NonFiniteLossError
 from xdomain.train import train_and_evaluate
+from xdomain.train.writer import read_metrics
 
 
 def tiny(data_dir, **overrides) -> Config:
@@ -32,8 +33,7 @@ def tiny(data_dir, **overrides) -> Config:
 
 
 def losses_by_step(workdir):
-  return {r["step"]: r["total"] for r in flagfiles.read_jsonl(
-      os.path.join(workdir, "metrics.jsonl")) if "total" in r}
+  return {r["step"]: r["total"] for r in read_metrics(str(workdir)) if "total" in r}
 
 
 def assert_trees_close(a, b, **tolerance):
@@ -56,7 +56,7 @@ def test_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
   resumed = train_and_evaluate(dataclasses.replace(config, steps=3), str(tmp_path),
                                devices=flagfiles.smoke_devices())
   assert resumed["step"] == 3
-  events = flagfiles.read_jsonl(tmp_path / "metrics.jsonl")
+  events = read_metrics(str(tmp_path))
   assert [e["step"] for e in events if "compile_seconds" in e] == [0, 2]
   assert [e["step"] for e in events if "total" in e] == [1, 2, 3]
 
@@ -151,7 +151,7 @@ def test_sigterm_saves_a_checkpoint_to_resume_from(data_dir, tmp_path):
 
 def _events(workdir):
   path = workdir / "metrics.jsonl"
-  return flagfiles.read_jsonl(path) if path.exists() else []
+  return read_metrics(str(workdir)) if path.exists() else []
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
