@@ -1,5 +1,6 @@
 """Parsing, label rules, splits and the registry of the text domains, on fixtures."""
 
+import dataclasses
 import io
 import subprocess
 import tarfile
@@ -8,6 +9,9 @@ import zipfile
 import numpy as np
 import pytest
 
+from xdomain.config import Config
+from xdomain.config import ConfigError
+from xdomain.data import domains
 from xdomain.data import text_builders
 from xdomain.data import text_corpora
 from xdomain.data import text_fetch
@@ -178,6 +182,98 @@ def test_conll_domain_from_user_files(tmp_path):
   assert len(train["tokens"]) == 2 and train["tags"][1].tolist() == [5]
   with pytest.raises(ValueError, match="the test file .*missing.txt does not"):
     text_builders.conll_paths(f"conll:{tmp_path}/train.txt,{tmp_path}/missing.txt")
+
+
+def _write_conll(folder, train: str, test: str) -> str:
+  (folder / "train.txt").write_text(train)
+  (folder / "test.txt").write_text(test)
+  return f"conll:{folder}"
+
+
+# WNUT16_TAGS ids: company 1/2 (B/I), geo-loc 5/6, other 11/12, person 13/14,
+# sportsteam 17/18.
+CONLL2003_TRAIN = "EU B-ORG\nrejects O\nUnion I-ORG\n\nPeter B-PER\nBlackburn I-PER\n"
+CONLL2003_TEST = "Paris B-LOC\nOpen B-MISC\n"
+
+
+def test_conll_domain_relabelled_into_wnut16(tmp_path):
+  path = _write_conll(tmp_path, CONLL2003_TRAIN, CONLL2003_TEST)
+  assert text_corpora.relabel_tags(
+      ["B-PER", "O", "I-ORG"], text_corpora.CONLL2003_TO_WNUT16) == [
+          "B-person", "O", "I-company"]
+  for name in (f"{path}@ner/wnut16",
+               f"{path}@ner/wnut16=PER:person,ORG:company,LOC:geo-loc,MISC:other"):
+    info = text_builders.text_domain_info(name)
+    assert info.name == name and info.label_names == text_corpora.WNUT16_TAGS
+    assert info.split_sizes == {"train": 2, "test": 1}
+    train = text_builders.load_text_domain(name, "train")
+    assert train["tokens"][0] == ["EU", "rejects", "Union"]
+    assert [t.tolist() for t in train["tags"]] == [[1, 0, 2], [13, 14]]
+    test = text_builders.load_text_domain(name, "test")
+    assert test["tags"][0].tolist() == [5, 11]
+  explicit = f"{path}@ner/wnut16=ORG:sportsteam, PER:person,LOC:geo-loc,MISC:other"
+  train = text_builders.load_text_domain(explicit, "train")
+  assert [t.tolist() for t in train["tags"]] == [[17, 0, 18], [13, 14]]
+  assert text_builders.conll_paths(f"{path}@ner/wnut16") == (
+      tmp_path / "train.txt", tmp_path / "test.txt")
+
+
+def test_conll_domain_already_in_wnut16_types_is_kept(tmp_path):
+  name = _write_conll(tmp_path, "Bob B-person\nran O\n",
+                      "Paris B-geo-loc\n") + "@ner/wnut16"
+  assert domains.is_text_domain(name)
+  assert domains.domain_info(name).label_names == text_corpora.WNUT16_TAGS
+  rows = domains.load_domain(name, "train", data_dir=str(tmp_path / "tfds"))
+  assert [t.tolist() for t in rows["tags"]] == [[13, 0]]
+  test = text_builders.load_text_domain(name, "test")
+  assert test["tags"][0].tolist() == [5]
+
+
+@pytest.mark.parametrize("suffix, message", [
+    ("@ner/wnut17", r"'ner/wnut17' after '@' is not a text domain; .*: ner/wnut16"),
+    ("@sentiment/movies", "is a classification domain, not a tagging domain"),
+    ("@brown/news", "'brown/news' after '@' has no B-/I- entity tags"),
+    ("@ner/wnut16=PER:person,ORG:company",
+     (r"the files' types \['LOC', 'MISC'\] are not mapped; .*"
+      r"@ner/wnut16=PER:person,ORG:company,LOC:<type>,MISC:<type> with <type>"
+      r" one of company, facility")),
+    ("@ner/wnut16=PER:human,ORG:company,LOC:geo-loc,MISC:other",
+     r"mapped-to types \['human'\] are not types of ner/wnut16; choose from"),
+    ("@ner/wnut16=PER",
+     (r"'PER' is not a 'FILE_TYPE:TARGET_TYPE' pair; write the mapping as"
+      r" conll:.*@ner/wnut16=PER:person,LOC:geo-loc")),
+    ("@ner/wnut16=PER:person,PER:other", "maps 'PER' twice"),
+])
+def test_conll_relabelling_errors(tmp_path, suffix, message):
+  name = _write_conll(tmp_path, CONLL2003_TRAIN, CONLL2003_TEST) + suffix
+  with pytest.raises(ValueError, match=message):
+    text_builders.text_domain_info(name)
+
+
+def test_conll_relabelling_needs_bio_and_a_mapping(tmp_path, monkeypatch):
+  name = _write_conll(tmp_path, "Bob S-PER\n\nNew B-LOC\nYork E-LOC\n",
+                      "x O\n") + "@ner/wnut16"
+  with pytest.raises(ValueError, match="the files use E-/S- tags but ner/wnut16"
+                     " has only B-/I- tags; convert the files to BIO"):
+    text_builders.text_domain_info(name)
+  name = _write_conll(tmp_path, CONLL2003_TRAIN, CONLL2003_TEST) + "@ner/wnut16"
+  monkeypatch.setattr(text_builders, "_CONLL_MAPPINGS", {})
+  with pytest.raises(ValueError, match=r"types \['LOC', 'MISC', 'ORG', 'PER'\]"
+                     r" are not ner/wnut16's and no mapping is built in; give one"
+                     r" as conll:.*@ner/wnut16=TYPE:company"):
+    text_builders.text_domain_info(name)
+
+
+def test_config_pairs_relabelled_conll_with_wnut16(tmp_path):
+  path = _write_conll(tmp_path, CONLL2003_TRAIN, CONLL2003_TEST)
+  config = Config(model="bilstm_crf", method="dann", target="ner/wnut16",
+                  source=f"{path}@ner/wnut16")
+  config.validate()
+  with pytest.raises(ConfigError, match="different label sets.*"
+                     r"--source=conll:/data/conll2003@ner/wnut16"):
+    dataclasses.replace(config, source=path).validate()
+  with pytest.raises(ConfigError, match="'ner/wnut17' after '@' is not a text"):
+    dataclasses.replace(config, source=f"{path}@ner/wnut17").validate()
 
 
 def test_fetch_errors_name_package_and_command(tmp_path, monkeypatch):

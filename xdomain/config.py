@@ -178,8 +178,10 @@ class Config:
           f" --target={self.target} ({target_info.modality} {target_info.task}) are"
           " different tasks; pair domains of one task.")
     if source_info.label_names != target_info.label_names:
-      hint = (" For CoNLL files, relabel their entity types to the other domain's"
-              " types first." if source_info.task == "tagging" else "")
+      hint = (" For CoNLL files, add a suffix to the conll: name that relabels"
+              " their entity types into the other domain's tags, e.g."
+              " --source=conll:/data/conll2003@ner/wnut16 (see docs/text_data.md)."
+              if source_info.task == "tagging" else "")
       raise ConfigError(
           f"--source={self.source} and --target={self.target} have different"
           f" label sets ({list(source_info.label_names)} vs"

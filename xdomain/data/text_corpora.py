@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -262,6 +262,12 @@ def bio_tag_names(types: Sequence[str]) -> tuple[str, ...]:
 
 WNUT16_TAGS = bio_tag_names(WNUT16_TYPES)
 
+# CoNLL-2003's types as WNUT-16's, an approximation: CoNLL ORG also covers
+# sports teams (WNUT's sportsteam) and organisations that are not companies,
+# and MISC also covers WNUT's product, movie, tvshow and musicartist names.
+CONLL2003_TO_WNUT16 = {"PER": "person", "LOC": "geo-loc", "ORG": "company",
+                       "MISC": "other"}
+
 
 def parse_conll(text: str) -> list[tuple[list[str], list[str]]]:
   """Parses CoNLL-style columns: `token ... tag` per line, blank line between sentences.
@@ -296,6 +302,20 @@ def parse_conll(text: str) -> list[tuple[list[str], list[str]]]:
   return sentences
 
 
+def split_tag(tag: str) -> tuple[str, str]:
+  """('B', 'PER') for 'B-PER'; ('O', '') for 'O'.
+
+  Raises:
+    ValueError: the tag is neither 'O' nor 'B-', 'I-', 'E-', 'S-' + type.
+  """
+  if tag == "O":
+    return "O", ""
+  prefix, dash, kind = tag.partition("-")
+  if not dash or prefix not in ("B", "I", "E", "S") or not kind:
+    raise ValueError(f"tag {tag!r} is not 'O' or B-/I-/E-/S- followed by a type")
+  return prefix, kind
+
+
 def conll_tag_names(tag_seqs: Sequence[Sequence[str]]) -> tuple[str, ...]:
   """The BIO tag set of some tag sequences: 'O', then B-/I- per sorted type.
 
@@ -305,16 +325,26 @@ def conll_tag_names(tag_seqs: Sequence[Sequence[str]]) -> tuple[str, ...]:
   types, prefixes = set(), set()
   for seq in tag_seqs:
     for tag in seq:
-      if tag == "O":
-        continue
-      prefix, dash, kind = tag.partition("-")
-      if not dash or prefix not in ("B", "I", "E", "S") or not kind:
-        raise ValueError(
-            f"tag {tag!r} is not 'O' or B-/I-/E-/S- followed by a type")
-      types.add(kind)
-      prefixes.add(prefix)
+      prefix, kind = split_tag(tag)
+      if prefix != "O":
+        types.add(kind)
+        prefixes.add(prefix)
   order = [p for p in ("B", "I", "E", "S") if p in prefixes or p in "BI"]
   return ("O",) + tuple(f"{p}-{t}" for t in sorted(types) for p in order)
+
+
+def relabel_tags(tags: Sequence[str], mapping: Mapping[str, str]) -> list[str]:
+  """Renames each tag's entity type, keeping its prefix: 'B-PER' -> 'B-person'.
+
+  Raises:
+    ValueError: a tag is malformed (see `split_tag`).
+    KeyError: a type is not a key of `mapping`.
+  """
+  renamed = []
+  for tag in tags:
+    prefix, kind = split_tag(tag)
+    renamed.append(tag if prefix == "O" else f"{prefix}-{mapping[kind]}")
+  return renamed
 
 
 # ---------------------------------------------------------------------------
