@@ -2,12 +2,27 @@ r"""Accuracy tables: every flag file of a task over domain pairs and seeds.
 
   python benchmarks/accuracy.py --task=digits \
       --pairs=digits/mnist:digits/uci,digits/uci:digits/mnist --seeds=0,1,2
+  python benchmarks/accuracy.py --task=transfer --pairs= --seeds=0,1,2
+  python benchmarks/accuracy.py --task=ner --pairs= --metric=target_test_span_f1
 
 runs `experiments/<task>/<method>.flags` for each pair (overriding --source and
---target) and seed, each into `<root>/<task>/<pair>/<method>/seed<k>` (a finished
-run is reused, so an interrupted table resumes), and writes
-`benchmarks/results/accuracy_<task>.md` (target test accuracy, mean +- std over
-seeds, one column per pair) and the raw results as JSON beside it.
+--target; `--pairs=` keeps each flag file's own pair) and seed, each into
+`<root>/<task>/<pair>/<method>/seed<k>` (a finished run is reused, so an
+interrupted table resumes), and writes `benchmarks/results/accuracy_<task>.md`
+(`--metric`, mean +- std over seeds, one column per pair that appears) and the
+raw results as JSON beside it.
+
+A flag file that starts from another run names the flag file of that run in a
+comment line, relative to the repository (absl skips comments):
+
+  # upstream: --init_from=experiments/digits/source_only.flags
+
+For each pair and seed that run is made first (and its own upstreams before
+it) with the same --source, --target, --seed and overrides, into
+`<root>/<task>/<pair>/upstream/<stem>/seed<k>`, or into its row's workdir when
+the flag file is in the task's folder, and the downstream run gets
+`--init_from=<that workdir>` in place of the path written in the file.
+Upstream runs are table rows only when they are in the task's folder.
 """
 
 from __future__ import annotations
@@ -15,6 +30,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -31,6 +47,10 @@ _PAIRS = flags.DEFINE_list(
     "source:target pairs; empty keeps each flag file's own pair.")
 _METHODS = flags.DEFINE_list("methods", [], "Flag files (method names) to run; empty: all.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+_METRIC = flags.DEFINE_string(
+    "metric", "target_test_accuracy",
+    "Key of results.json to tabulate, e.g. target_test_macro_f1,"
+    " target_test_token_accuracy, target_test_span_f1.")
 _OVERRIDES = flags.DEFINE_multi_string(
     "override", [], "Extra flag for every run, e.g. --override=steps=500 (repeatable).")
 _PAIR_OVERRIDES = flags.DEFINE_multi_string(
@@ -38,9 +58,11 @@ _PAIR_OVERRIDES = flags.DEFINE_multi_string(
     "Extra flag for one pair: 'source:target:flag=value', e.g."
     " 'digits/mnist:digits/mnist_m:channels=3' (repeatable).")
 _ROOT = flags.DEFINE_string("root", "/tmp/xdomain_benchmarks", "Where the runs go.")
-_OUT = flags.DEFINE_string("out", None, "Markdown file; default benchmarks/results/accuracy_<task>.md.")
+_OUT = flags.DEFINE_string(
+    "out", None, "Markdown file; default benchmarks/results/accuracy_<task>.md.")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_UPSTREAM = re.compile(r"#\s*upstream:\s*--(\w+)=(\S+)$")
 
 
 def _flag_values(path: str) -> dict[str, str]:
@@ -52,6 +74,28 @@ def _flag_values(path: str) -> dict[str, str]:
         name, _, value = line[2:].partition("=")
         values[name] = value
   return values
+
+
+def upstreams(flagfile: str) -> dict[str, str]:
+  """`{flag: absolute path of the flag file}` from `flagfile`'s `# upstream:` lines."""
+  found = {}
+  with open(flagfile) as f:
+    for number, line in enumerate(f, 1):
+      line = line.strip()
+      if not re.match(r"#\s*upstream\s*:", line):
+        continue
+      match = _UPSTREAM.match(line)
+      # A line that does not parse would leave the file's hard-coded path in use.
+      if not match:
+        raise ValueError(f"{flagfile}:{number}: expected '# upstream: --flag=path/to/run.flags',"
+                         f" got {line!r}")
+      path = os.path.abspath(os.path.join(REPO, match[2]))
+      if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flagfile}:{number}: upstream {match[2]} does not exist")
+      if match[1] in found:
+        raise ValueError(f"{flagfile}:{number}: a second upstream line for --{match[1]}")
+      found[match[1]] = path
+  return found
 
 
 def _run(flagfile: str, workdir: str, overrides: dict[str, str]) -> dict:
@@ -66,6 +110,127 @@ def _run(flagfile: str, workdir: str, overrides: dict[str, str]) -> dict:
       raise RuntimeError(f"{shlex.join(command)} failed:\n{finished.stderr[-3000:]}")
   with open(results_path) as f:
     return json.load(f)
+
+
+def workdir_for(flagfile: str, task_dir: str, pair_dir: str, seed: str) -> str:
+  """Where `flagfile` runs for one pair (`pair_dir`) and seed: its row's workdir when
+  it is in the task's folder (so a row and an upstream are one run), else under
+  `upstream/`."""
+  stem = os.path.basename(flagfile)[:-len(".flags")]
+  if os.path.dirname(os.path.abspath(flagfile)) == os.path.abspath(task_dir):
+    return os.path.join(pair_dir, stem, f"seed{seed}")
+  return os.path.join(pair_dir, "upstream", stem, f"seed{seed}")
+
+
+def _check_same_upstreams(workdir: str, chained: dict[str, str]) -> None:
+  """A run made earlier from other upstream runs (or the file's own paths) may not be
+  reused or resumed: its results would be filed under the wrong pair or seed."""
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      config = json.load(f)
+  except FileNotFoundError:
+    return
+  for flag, path in chained.items():
+    if os.path.abspath(config.get(flag) or "") != os.path.abspath(path):
+      raise RuntimeError(f"{workdir} was run with --{flag}={config.get(flag)}, not {path};"
+                         " delete it to run it again.")
+
+
+def run_chain(flagfile: str, overrides: dict[str, str], *, task_dir: str, pair_dir: str,
+              _chain: tuple[str, ...] = ()) -> tuple[dict, dict[str, str]]:
+  """Runs `flagfile` after the runs its `# upstream:` lines name (recursively).
+
+  Args:
+    flagfile: the flag file.
+    overrides: flags for it and for its upstream runs alike (--source, --target,
+      --seed and the table's overrides).
+    task_dir: the folder of the table's flag files.
+    pair_dir: `<root>/<task>/<pair>`, where the runs of this pair go.
+
+  Returns:
+    The run's results and the flags given to it: `overrides` plus one
+    `<flag>: <upstream workdir>` per upstream line.
+
+  Raises:
+    ValueError: the upstream lines form a cycle.
+  """
+  flagfile = os.path.abspath(flagfile)
+  chain = _chain + (flagfile,)
+  if flagfile in _chain:
+    raise ValueError("upstream cycle: " + " -> ".join(os.path.relpath(f, REPO) for f in chain))
+  chained = {}
+  for flag, upstream in upstreams(flagfile).items():
+    run_chain(upstream, overrides, task_dir=task_dir, pair_dir=pair_dir, _chain=chain)
+    chained[flag] = workdir_for(upstream, task_dir, pair_dir, overrides["seed"])
+  workdir = workdir_for(flagfile, task_dir, pair_dir, overrides["seed"])
+  _check_same_upstreams(workdir, chained)
+  used = dict(overrides, **chained)
+  return _run(flagfile, workdir, used), used
+
+
+def collect(files: list[str], *, task_dir: str, task_root: str, pairs: list[str | None],
+            seeds: list[str], common: dict[str, str],
+            pair_extra: dict[str, dict[str, str]], metric: str
+            ) -> tuple[dict[str, dict[str, list[float]]], list[dict]]:
+  """Runs every flag file (with its upstreams) for each pair and seed.
+
+  Args:
+    files: the flag files, the rows.
+    task_dir: their folder (upstream flag files in it run in their row's workdir).
+    task_root: `<root>/<task>`, where the runs go.
+    pairs: `source:target` pairs; None for each flag file's own pair.
+    seeds: the seeds.
+    common: flags for every run, upstream runs included.
+    pair_extra: flags for the runs of one pair.
+    metric: the key of results.json to tabulate.
+
+  Returns:
+    `{method: {pair: [metric per seed]}}` and the raw results of each row run.
+
+  Raises:
+    KeyError: a row's results lack `metric`.
+  """
+  table: dict[str, dict[str, list[float]]] = {}
+  raw = []
+  for flagfile in files:
+    method = os.path.basename(flagfile)[:-len(".flags")]
+    own = _flag_values(flagfile)
+    for pair in pairs:
+      pair_name = pair or f"{own['source']}:{own['target']}"
+      source, target = pair_name.split(":")
+      pair_dir = os.path.join(task_root, pair_name.replace("/", "_"))
+      for seed in seeds:
+        overrides = dict(common, source=source, target=target, seed=seed,
+                         **pair_extra.get(pair_name, {}))
+        logging.info("%s %s seed %s", method, pair_name, seed)
+        results, used = run_chain(flagfile, overrides, task_dir=task_dir, pair_dir=pair_dir)
+        if metric not in results:
+          raise KeyError(f"{method} ({pair_name}, seed {seed}) has no {metric}; its results"
+                         f" have {', '.join(k for k in results if k.startswith('target_test_'))}")
+        raw.append(dict(results, flagfile=os.path.relpath(flagfile, REPO), overrides=used))
+        table.setdefault(method, {}).setdefault(pair_name, []).append(results[metric])
+  return table, raw
+
+
+def markdown(table: dict[str, dict[str, list[float]]], *, pairs: list[str | None], metric: str,
+             seeds: list[str], command: str, minutes: float) -> list[str]:
+  """The table's lines: one column per pair that appears (those of `pairs` first, in
+  order), rows grouped by their first pair."""
+  order = {p: i for i, p in enumerate(pairs) if p}
+  pair_names = sorted({p for row in table.values() for p in row},
+                      key=lambda p: (order.get(p, len(order)), p))
+  methods = sorted(table, key=lambda m: min(pair_names.index(p) for p in table[m]))
+  lines = [f"{metric} (%), mean +- std over seeds {','.join(seeds)}.",
+           f"Made by `{command}` ({minutes:.0f} min of new runs).", "",
+           "| method | " + " | ".join(p.replace(":", " -> ") for p in pair_names) + " |",
+           "| --- |" + " --- |" * len(pair_names)]
+  for method in methods:
+    cells = []
+    for pair_name in pair_names:
+      values = 100 * np.asarray(table[method].get(pair_name, []))
+      cells.append(f"{values.mean():.1f} +- {values.std():.1f}" if values.size else "")
+    lines.append(f"| {method} | " + " | ".join(cells) + " |")
+  return lines
 
 
 def main(argv):
@@ -83,50 +248,21 @@ def main(argv):
     name, value = assignment.split("=", 1)
     pair_extra.setdefault(f"{source}:{target}", {})[name] = value
   pairs = _PAIRS.value or [None]
-  table: dict[str, dict[str, list[float]]] = {}
-  raw = []
   started = time.time()
-  for flagfile in files:
-    method = os.path.basename(flagfile)[:-6]
-    own = _flag_values(flagfile)
-    for pair in pairs:
-      pair_name = pair or f"{own['source']}:{own['target']}"
-      source, target = pair_name.split(":")
-      for seed in _SEEDS.value:
-        overrides = dict(common, source=source, target=target, seed=seed,
-                         **pair_extra.get(pair_name, {}))
-        workdir = os.path.join(_ROOT.value, _TASK.value, pair_name.replace("/", "_"),
-                               method, f"seed{seed}")
-        logging.info("%s %s seed %s", method, pair_name, seed)
-        results = _run(flagfile, workdir, overrides)
-        raw.append(dict(results, flagfile=os.path.relpath(flagfile, REPO),
-                        overrides=overrides))
-        table.setdefault(method, {}).setdefault(pair_name, []).append(
-            results["target_test_accuracy"])
+  table, raw = collect(files, task_dir=task_dir,
+                       task_root=os.path.join(_ROOT.value, _TASK.value), pairs=pairs,
+                       seeds=_SEEDS.value, common=common, pair_extra=pair_extra,
+                       metric=_METRIC.value)
   out = _OUT.value or os.path.join(REPO, "benchmarks", "results", f"accuracy_{_TASK.value}.md")
   os.makedirs(os.path.dirname(out), exist_ok=True)
-  pair_names = sorted({p for row in table.values() for p in row}, key=pairs_order(pairs))
   command = "python benchmarks/accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-  lines = [f"Target test accuracy (%), mean +- std over seeds {','.join(_SEEDS.value)}.",
-           f"Made by `{command}` ({(time.time() - started) / 60:.0f} min of new runs).", "",
-           "| method | " + " | ".join(p.replace(":", " -> ") for p in pair_names) + " |",
-           "| --- |" + " --- |" * len(pair_names)]
-  for method, row in table.items():
-    cells = []
-    for pair_name in pair_names:
-      values = 100 * np.asarray(row.get(pair_name, []))
-      cells.append(f"{values.mean():.1f} +- {values.std():.1f}" if values.size else "")
-    lines.append(f"| {method} | " + " | ".join(cells) + " |")
+  lines = markdown(table, pairs=pairs, metric=_METRIC.value, seeds=_SEEDS.value,
+                   command=command, minutes=(time.time() - started) / 60)
   with open(out, "w") as f:
     f.write("\n".join(lines) + "\n")
   with open(out[:-3] + ".json", "w") as f:
     json.dump(raw, f, indent=1)
   print("\n".join(lines))
-
-
-def pairs_order(pairs):
-  order = {p: i for i, p in enumerate(pairs) if p}
-  return lambda p: order.get(p, len(order))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import glob
 import importlib.util
 import os
 
+from benchmarks import accuracy
 from xdomain.config import Config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,6 +42,13 @@ def flag_files(task: str) -> list[str]:
   """The flag files of `experiments/<task>/`, relative to the repository."""
   return sorted(os.path.relpath(p, REPO)
                 for p in glob.glob(os.path.join(EXPERIMENTS, task, "*.flags")))
+
+
+def upstreams(path: str) -> dict[str, str]:
+  """`{flag: flag file}` of the runs that `path`'s `# upstream:` lines name, read as
+  benchmarks/accuracy.py reads them (paths relative to the repository)."""
+  return {flag: os.path.relpath(upstream, REPO)
+          for flag, upstream in accuracy.upstreams(os.path.join(REPO, path)).items()}
 
 
 def config_from_flagfile(path: str, **overrides) -> Config:

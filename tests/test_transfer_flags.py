@@ -1,7 +1,8 @@
 """Transfer and teacher runs end to end: flag files, frozen weights, restored subsets, resume.
 
-One tiny pretrained seed-CNN run (2 steps) serves as `--init_from` and
-`--teacher` for every test here.
+One tiny run (2 steps) of experiments/digits/source_only.flags, the upstream
+that the digits flag files here name, serves as their `--init_from` and
+`--teacher`.
 """
 
 import dataclasses
@@ -23,36 +24,65 @@ from xdomain.train import model_zoo
 from tests import flagfiles
 
 FLAG_DIR = os.path.join(flagfiles.EXPERIMENTS, "transfer")
+DIGITS_SOURCE_ONLY = os.path.join("experiments", "digits", "source_only.flags")
 _TINY = {"steps": 2, "batch_size": 8, "eval_batch_size": 512, "log_every": 1,
          "eval_every": 2, "checkpoint_every": 2, "hidden_size": 8}
+# The comparisons (same model, no upstream run) of the transfer runs.
+_BASELINES = ("fewlabels_scratch.flags", "row_lstm_source_only.flags",
+              "textcnn_source_only_sentiment.flags", "bilstm_source_only_sentiment.flags")
+_SMOKE_TESTED = ("finetune_frozen.flags", "finetune_l2sp.flags", "distill_digits.flags",
+                 "pseudo_label_digits.flags", *_BASELINES,
+                 # tests/test_transfer_text.py:
+                 "lm_pretrain_sentiment.flags", "lm_finetune_sentiment.flags",
+                 "distill_sentiment.flags")
 
 
-def smoke_config(name: str, data_dir: str, **paths) -> Config:
+def smoke_config(name: str, data_dir: str, runs: dict[str, str] | None = None) -> Config:
   """The Config of `experiments/transfer/<name>` (parsed as main.py does), made tiny,
-  with `--init_from`/`--teacher` (where the file sets them) replaced by `paths`."""
-  config = flagfiles.config_from_flagfile(
-      os.path.join("experiments", "transfer", name), **_TINY, data_dir=data_dir)
-  return dataclasses.replace(config, **{k: v for k, v in paths.items() if getattr(config, k)})
+  with the flag of each `# upstream:` line set to `runs[<its flag file>]`, the
+  workdir of a tiny run of that flag file."""
+  path = os.path.join("experiments", "transfer", name)
+  chained = {flag: (runs or {})[upstream] for flag, upstream in flagfiles.upstreams(path).items()}
+  return flagfiles.config_from_flagfile(path, **_TINY, data_dir=data_dir, **chained)
 
 
 @pytest.fixture(scope="module")
 def pretrained(data_dir, tmp_path_factory):
-  """The workdir of experiments/digits/source_only.flags (the documented
-  pretraining run and teacher) after 2 steps."""
+  """The workdir of experiments/digits/source_only.flags after 2 steps."""
   workdir = str(tmp_path_factory.mktemp("pretrained"))
-  config = flagfiles.config_from_flagfile(
-      os.path.join("experiments", "digits", "source_only.flags"), **_TINY, data_dir=data_dir)
+  config = flagfiles.config_from_flagfile(DIGITS_SOURCE_ONLY, **_TINY, data_dir=data_dir)
   loop.train_and_evaluate(config, workdir)
   return workdir
 
 
 def _smoke_config(name: str, pretrained: str, data_dir: str) -> Config:
-  return smoke_config(name, data_dir, init_from=pretrained, teacher=pretrained)
+  return smoke_config(name, data_dir, {DIGITS_SOURCE_ONLY: pretrained})
 
 
 def test_every_transfer_flag_file_is_smoke_tested():
   names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(FLAG_DIR, "*.flags")))
   assert names == sorted(_SMOKE_TESTED), "add a smoke test for each new flag file"
+
+
+@pytest.mark.parametrize("name", _SMOKE_TESTED)
+def test_upstream_lines_name_every_run_the_file_starts_from(name):
+  # A path flag without its upstream line would keep its hard-coded /tmp path
+  # in benchmarks/accuracy.py, whatever the pair and seed.
+  path = os.path.join("experiments", "transfer", name)
+  config = flagfiles.config_from_flagfile(path)
+  starts_from = {flag for flag in ("init_from", "teacher") if getattr(config, flag)}
+  assert set(flagfiles.upstreams(path)) == starts_from
+
+
+@pytest.mark.parametrize("name", _BASELINES)
+def test_baseline_runs_and_resumes(name, data_dir, tmp_path):
+  config = smoke_config(name, data_dir)
+  if config.source.startswith("sentiment/"):
+    config = dataclasses.replace(config, max_length=16, vocab_size=500)
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  assert results["step"] == 2 and results["method"] == "source_only"
+  resumed = loop.train_and_evaluate(dataclasses.replace(config, steps=3), str(tmp_path))
+  assert resumed["step"] == 3
 
 
 def test_finetune_frozen_keeps_the_backbone_bit_identical(pretrained, data_dir, tmp_path):
@@ -124,8 +154,3 @@ def test_pseudo_label_digits_resumes_exactly(pretrained, data_dir, tmp_path):
                checkpoint.load_params(str(tmp_path / "straight")))
 
 
-_SMOKE_TESTED = ("finetune_frozen.flags", "finetune_l2sp.flags", "distill_digits.flags",
-                 "pseudo_label_digits.flags",
-                 # tests/test_transfer_text.py:
-                 "lm_pretrain_sentiment.flags", "lm_finetune_sentiment.flags",
-                 "distill_sentiment.flags")

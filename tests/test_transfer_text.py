@@ -41,16 +41,20 @@ def test_language_model_loss_against_numpy():
 
 
 def test_lm_pretrain_then_finetune_then_distill_sentiment(data_dir, tmp_path):
-  def smoke(name, **paths):
-    config = flags_test.smoke_config(name + ".flags", data_dir, **paths)
+  def smoke(name, runs=None):
+    config = flags_test.smoke_config(name + ".flags", data_dir, runs)
     return dataclasses.replace(config, max_length=16, vocab_size=500)
 
+  def flag_file(name):
+    return os.path.join("experiments", "transfer", name + ".flags")
+
+  # The chain that the upstream lines name: lm_pretrain -> lm_finetune -> distill.
   lm_dir, ft_dir, student_dir = (str(tmp_path / n) for n in ("lm", "ft", "student"))
   config = smoke("lm_pretrain_sentiment")
   results = loop.train_and_evaluate(config, lm_dir)
   assert results["step"] == 2
 
-  config = smoke("lm_finetune_sentiment", init_from=lm_dir)
+  config = smoke("lm_finetune_sentiment", {flag_file("lm_pretrain_sentiment"): lm_dir})
   os.makedirs(ft_dir)
   run = loop._Run(config, ft_dir, None)
   fresh = run.init_state()
@@ -64,7 +68,7 @@ def test_lm_pretrain_then_finetune_then_distill_sentiment(data_dir, tmp_path):
                                 lm["backbone/embed/embedding"])
   assert loop.train_and_evaluate(config, ft_dir)["step"] == 2
 
-  config = smoke("distill_sentiment", teacher=ft_dir)
+  config = smoke("distill_sentiment", {flag_file("lm_finetune_sentiment"): ft_dir})
   assert loop.train_and_evaluate(config, student_dir)["model"] == "textcnn"
 
   # A run with another vocabulary may not restore the pretrained embeddings.

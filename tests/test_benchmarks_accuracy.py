@@ -1,0 +1,155 @@
+"""benchmarks/accuracy.py chains upstream runs per pair and seed and renders its table.
+
+No training: `main.py` is replaced by a stub that writes the files a finished
+run leaves (config.json, results.json) and records what it was asked to run.
+"""
+
+import json
+import os
+import types
+
+import pytest
+
+from benchmarks import accuracy
+
+TRANSFER = os.path.join(accuracy.REPO, "experiments", "transfer")
+DIGITS = os.path.join(accuracy.REPO, "experiments", "digits")
+
+
+@pytest.fixture
+def runs(monkeypatch):
+  """The runs started, in order, as (flag file stem, {flag: value})."""
+  started = []
+
+  def fake_subprocess_run(command, **kwargs):
+    del kwargs
+    values = dict(arg[2:].split("=", 1) for arg in command[2:])
+    started.append((os.path.basename(values["flagfile"])[:-len(".flags")], values))
+    os.makedirs(values["workdir"])
+    with open(os.path.join(values["workdir"], "config.json"), "w") as f:
+      json.dump({"init_from": values.get("init_from"), "teacher": values.get("teacher")}, f)
+    with open(os.path.join(values["workdir"], "results.json"), "w") as f:
+      json.dump({"target_test_accuracy": 0.5 + 0.1 * int(values["seed"]),
+                 "target_test_macro_f1": 0.25}, f)
+    return types.SimpleNamespace(returncode=0)
+
+  monkeypatch.setattr(accuracy, "subprocess", types.SimpleNamespace(run=fake_subprocess_run))
+  return started
+
+
+def _chain(flagfile, pair_dir, seed, task_dir=TRANSFER, **extra):
+  source, target = "digits/uci", "digits/mnist"
+  overrides = dict(source=source, target=target, seed=seed, steps="4", **extra)
+  return accuracy.run_chain(flagfile, overrides, task_dir=task_dir, pair_dir=str(pair_dir))
+
+
+def test_upstream_runs_per_pair_and_seed_with_the_same_overrides(runs, tmp_path):
+  for pair in ("a", "b"):
+    for seed in ("0", "1"):
+      _, used = _chain(os.path.join(TRANSFER, "finetune_frozen.flags"), tmp_path / pair, seed)
+      upstream = str(tmp_path / pair / "upstream" / "source_only" / f"seed{seed}")
+      assert used["init_from"] == upstream
+      (up_name, up_flags), (name, flags) = runs[-2:]
+      assert (up_name, name) == ("source_only", "finetune_frozen")
+      assert up_flags["flagfile"] == os.path.join(DIGITS, "source_only.flags")
+      assert up_flags["workdir"] == upstream and flags["init_from"] == upstream
+      assert flags["workdir"] == str(tmp_path / pair / "finetune_frozen" / f"seed{seed}")
+      for flag in ("source", "target", "seed", "steps"):
+        assert up_flags[flag] == flags[flag]
+      assert "init_from" not in up_flags
+  assert len(runs) == 8
+
+
+def test_chain_of_two_reuses_the_row_workdir_of_an_upstream_in_the_task_folder(runs, tmp_path):
+  _, used = _chain(os.path.join(TRANSFER, "distill_sentiment.flags"), tmp_path, "2")
+  assert [name for name, _ in runs] == [
+      "lm_pretrain_sentiment", "lm_finetune_sentiment", "distill_sentiment"]
+  pretrain, finetune, distill = (flags for _, flags in runs)
+  assert pretrain["workdir"] == str(tmp_path / "lm_pretrain_sentiment" / "seed2")
+  assert finetune["init_from"] == pretrain["workdir"]
+  assert finetune["workdir"] == str(tmp_path / "lm_finetune_sentiment" / "seed2")
+  assert distill["teacher"] == used["teacher"] == finetune["workdir"]
+  assert "init_from" not in distill
+
+  # The rows themselves, and the chain again, start nothing new.
+  results, _ = _chain(os.path.join(TRANSFER, "lm_finetune_sentiment.flags"), tmp_path, "2")
+  _chain(os.path.join(TRANSFER, "distill_sentiment.flags"), tmp_path, "2")
+  assert len(runs) == 3 and results["target_test_accuracy"] == pytest.approx(0.7)
+
+
+def test_a_run_made_from_other_upstreams_is_not_reused(runs, tmp_path):
+  stale = tmp_path / "finetune_frozen" / "seed0"
+  stale.mkdir(parents=True)
+  (stale / "config.json").write_text(json.dumps(
+      {"init_from": "/tmp/xdomain/transfer/source_only_cnn16"}))
+  (stale / "results.json").write_text(json.dumps({"target_test_accuracy": 0.9}))
+  with pytest.raises(RuntimeError, match="was run with --init_from=/tmp/xdomain/transfer"):
+    _chain(os.path.join(TRANSFER, "finetune_frozen.flags"), tmp_path, "0")
+  assert [name for name, _ in runs] == ["source_only"]
+
+
+def _write_flags(path, *upstreams):
+  path.write_text("".join(f"# upstream: --init_from={u}\n" for u in upstreams)
+                  + "--method=source_only\n")
+
+
+def test_upstream_cycles_fail_with_the_chain(runs, tmp_path):
+  a, b, c = (tmp_path / f"{n}.flags" for n in "abc")
+  _write_flags(a, b)
+  _write_flags(b, c)
+  _write_flags(c, a)
+  with pytest.raises(ValueError, match=r"upstream cycle: \S*a.flags -> \S*b.flags -> \S*c.flags"
+                                       r" -> \S*a.flags"):
+    _chain(str(a), tmp_path / "runs", "0", task_dir=str(tmp_path))
+  _write_flags(a, a)
+  with pytest.raises(ValueError, match=r"upstream cycle: \S*a.flags -> \S*a.flags$"):
+    _chain(str(a), tmp_path / "runs", "0", task_dir=str(tmp_path))
+  assert not runs
+
+
+def test_bad_upstream_lines_fail(tmp_path):
+  path = tmp_path / "a.flags"
+  path.write_text("# upstream: --init_from experiments/digits/source_only.flags\n")
+  with pytest.raises(ValueError, match="a.flags:1: expected '# upstream: --flag="):
+    accuracy.upstreams(str(path))
+  path.write_text("# upstream: --teacher=experiments/digits/missing.flags\n")
+  with pytest.raises(FileNotFoundError, match="missing.flags does not exist"):
+    accuracy.upstreams(str(path))
+  _write_flags(path, "experiments/digits/source_only.flags", "experiments/digits/dann.flags")
+  with pytest.raises(ValueError, match="a.flags:2: a second upstream line for --init_from"):
+    accuracy.upstreams(str(path))
+
+
+def _transfer_table(tmp_path, metric="target_test_accuracy"):
+  files = sorted(os.path.join(TRANSFER, n) for n in os.listdir(TRANSFER))
+  return accuracy.collect(files, task_dir=TRANSFER, task_root=str(tmp_path), pairs=[None],
+                          seeds=["0", "1"], common={"steps": "4"}, pair_extra={},
+                          metric=metric)
+
+
+def test_transfer_table_with_each_files_own_pair(runs, tmp_path):
+  table, raw = _transfer_table(tmp_path)
+  names = sorted(n[:-len(".flags")] for n in os.listdir(TRANSFER))
+  assert sorted(table) == names  # the digits upstream is no row
+  # Each upstream once per pair and seed, whichever rows need it.
+  assert len(runs) == 2 * (len(names) + 1)
+  assert len(raw) == 2 * len(names)
+  lines = accuracy.markdown(table, pairs=[None], metric="target_test_accuracy",
+                            seeds=["0", "1"], command="python benchmarks/accuracy.py", minutes=0)
+  assert lines[0].startswith("target_test_accuracy (%)")
+  assert lines[3] == ("| method | digits/mnist -> digits/uci"
+                      " | sentiment/movies -> sentiment/tweets |")
+  rows = {line.split(" | ")[0][2:]: line for line in lines[5:]}
+  assert rows["finetune_frozen"] == "| finetune_frozen | 55.0 +- 5.0 |  |"
+  assert rows["distill_sentiment"] == "| distill_sentiment |  | 55.0 +- 5.0 |"
+  # Rows are grouped by pair: every digits row before every sentiment row.
+  digits = [i for i, line in enumerate(lines[5:]) if line.endswith("|  |")]
+  assert digits == list(range(6))
+
+
+def test_another_metric_and_a_missing_one(runs, tmp_path):
+  table, _ = _transfer_table(tmp_path, metric="target_test_macro_f1")
+  assert table["fewlabels_scratch"] == {"digits/mnist:digits/uci": [0.25, 0.25]}
+  with pytest.raises(KeyError, match="no target_test_span_f1; its results have"
+                                     " target_test_accuracy, target_test_macro_f1"):
+    _transfer_table(tmp_path, metric="target_test_span_f1")
