@@ -220,15 +220,23 @@ def markdown(table: dict[str, dict[str, list[float]]], *, pairs: list[str | None
   pair_names = sorted({p for row in table.values() for p in row},
                       key=lambda p: (order.get(p, len(order)), p))
   methods = sorted(table, key=lambda m: min(pair_names.index(p) for p in table[m]))
+  # Over several pairs that every row covers, a last column averages the pairs
+  # (the std is over seeds of each seed's mean over pairs).
+  with_mean = len(pair_names) > 1 and all(
+      len(table[m].get(p, [])) == len(seeds) for m in methods for p in pair_names)
+  columns = [p.replace(":", " -> ") for p in pair_names] + (["mean"] if with_mean else [])
   lines = [f"{metric} (%), mean +- std over seeds {','.join(seeds)}.",
            f"Made by `{command}` ({minutes:.0f} min of new runs).", "",
-           "| method | " + " | ".join(p.replace(":", " -> ") for p in pair_names) + " |",
-           "| --- |" + " --- |" * len(pair_names)]
+           "| method | " + " | ".join(columns) + " |",
+           "| --- |" + " --- |" * len(columns)]
   for method in methods:
     cells = []
     for pair_name in pair_names:
       values = 100 * np.asarray(table[method].get(pair_name, []))
       cells.append(f"{values.mean():.1f} +- {values.std():.1f}" if values.size else "")
+    if with_mean:
+      per_seed = 100 * np.mean([table[method][p] for p in pair_names], axis=0)
+      cells.append(f"**{per_seed.mean():.1f} +- {per_seed.std():.1f}**")
     lines.append(f"| {method} | " + " | ".join(cells) + " |")
   return lines
 

@@ -60,21 +60,29 @@ def test_upstream_runs_per_pair_and_seed_with_the_same_overrides(runs, tmp_path)
   assert len(runs) == 8
 
 
-def test_chain_of_two_reuses_the_row_workdir_of_an_upstream_in_the_task_folder(runs, tmp_path):
-  _, used = _chain(os.path.join(TRANSFER, "distill_sentiment.flags"), tmp_path, "2")
-  assert [name for name, _ in runs] == [
-      "lm_pretrain_sentiment", "lm_finetune_sentiment", "distill_sentiment"]
-  pretrain, finetune, distill = (flags for _, flags in runs)
+def test_an_upstream_in_the_task_folder_runs_in_its_row_workdir(runs, tmp_path):
+  _, used = _chain(os.path.join(TRANSFER, "lm_finetune_sentiment.flags"), tmp_path, "2")
+  assert [name for name, _ in runs] == ["lm_pretrain_sentiment", "lm_finetune_sentiment"]
+  pretrain, finetune = (flags for _, flags in runs)
   assert pretrain["workdir"] == str(tmp_path / "lm_pretrain_sentiment" / "seed2")
-  assert finetune["init_from"] == pretrain["workdir"]
+  assert finetune["init_from"] == used["init_from"] == pretrain["workdir"]
   assert finetune["workdir"] == str(tmp_path / "lm_finetune_sentiment" / "seed2")
-  assert distill["teacher"] == used["teacher"] == finetune["workdir"]
-  assert "init_from" not in distill
 
   # The rows themselves, and the chain again, start nothing new.
-  results, _ = _chain(os.path.join(TRANSFER, "lm_finetune_sentiment.flags"), tmp_path, "2")
-  _chain(os.path.join(TRANSFER, "distill_sentiment.flags"), tmp_path, "2")
-  assert len(runs) == 3 and results["target_test_accuracy"] == pytest.approx(0.7)
+  results, _ = _chain(os.path.join(TRANSFER, "lm_pretrain_sentiment.flags"), tmp_path, "2")
+  _chain(os.path.join(TRANSFER, "lm_finetune_sentiment.flags"), tmp_path, "2")
+  assert len(runs) == 2 and results["target_test_accuracy"] == pytest.approx(0.7)
+
+
+def test_a_teacher_from_another_folder_runs_under_upstream(runs, tmp_path):
+  _, used = _chain(os.path.join(TRANSFER, "distill_sentiment.flags"), tmp_path, "1")
+  (teacher_name, teacher), (name, distill) = runs
+  assert (teacher_name, name) == ("mcc", "distill_sentiment")
+  assert teacher["flagfile"] == os.path.join(accuracy.REPO, "experiments", "sentiment",
+                                             "mcc.flags")
+  assert distill["teacher"] == used["teacher"] == teacher["workdir"] == str(
+      tmp_path / "upstream" / "mcc" / "seed1")
+  assert "init_from" not in distill
 
 
 def test_a_run_made_from_other_upstreams_is_not_reused(runs, tmp_path):
@@ -130,9 +138,9 @@ def _transfer_table(tmp_path, metric="target_test_accuracy"):
 def test_transfer_table_with_each_files_own_pair(runs, tmp_path):
   table, raw = _transfer_table(tmp_path)
   names = sorted(n[:-len(".flags")] for n in os.listdir(TRANSFER))
-  assert sorted(table) == names  # the digits upstream is no row
+  assert sorted(table) == names  # the digits and sentiment upstreams are no rows
   # Each upstream once per pair and seed, whichever rows need it.
-  assert len(runs) == 2 * (len(names) + 1)
+  assert len(runs) == 2 * (len(names) + 2)
   assert len(raw) == 2 * len(names)
   lines = accuracy.markdown(table, pairs=[None], metric="target_test_accuracy",
                             seeds=["0", "1"], command="python benchmarks/accuracy.py", minutes=0)
@@ -153,3 +161,18 @@ def test_another_metric_and_a_missing_one(runs, tmp_path):
   with pytest.raises(KeyError, match="no target_test_span_f1; its results have"
                                      " target_test_accuracy, target_test_macro_f1"):
     _transfer_table(tmp_path, metric="target_test_span_f1")
+
+
+def test_a_mean_column_over_pairs_that_every_row_covers():
+  table = {"source_only": {"a:b": [0.5, 0.7], "b:a": [0.6, 0.6]},
+           "mcc": {"a:b": [0.8, 0.6], "b:a": [0.7, 0.9]}}
+  lines = accuracy.markdown(table, pairs=["a:b", "b:a"], metric="target_test_accuracy",
+                            seeds=["0", "1"], command="c", minutes=0)
+  assert lines[3] == "| method | a -> b | b -> a | mean |"
+  # Seed means over pairs: source_only 55, 65; mcc 75, 75.
+  assert lines[5] == "| source_only | 60.0 +- 10.0 | 60.0 +- 0.0 | **60.0 +- 5.0** |"
+  assert lines[6] == "| mcc | 70.0 +- 10.0 | 80.0 +- 10.0 | **75.0 +- 0.0** |"
+  del table["mcc"]["b:a"]
+  lines = accuracy.markdown(table, pairs=["a:b", "b:a"], metric="target_test_accuracy",
+                            seeds=["0", "1"], command="c", minutes=0)
+  assert lines[3] == "| method | a -> b | b -> a |"

@@ -103,3 +103,20 @@ def test_a_non_finite_step_leaves_the_state_unchanged():
   for got, want in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(got, want)
   assert int(new_state.step) == 1
+
+
+def test_mean_teacher_views_of_text_drop_student_tokens_only():
+  from xdomain.methods import mean_teacher
+  tokens = jnp.asarray(np.random.default_rng(0).integers(2, 50, (64, 40)), jnp.int32)
+  tokens = tokens.at[:, 30:].set(0)  # padding
+  student, teacher = mean_teacher.make_views(0.25)(tokens, jax.random.key(0))
+  np.testing.assert_array_equal(teacher, tokens)
+  changed = np.asarray(student != tokens)
+  assert not changed[:, 30:].any()  # padding stays padding
+  np.testing.assert_array_equal(np.asarray(student)[changed], 1)  # <unk>
+  assert abs(changed[:, :30].mean() - 0.25) < 0.03
+  student, teacher = mean_teacher.make_views(0.0)(tokens, jax.random.key(0))
+  np.testing.assert_array_equal(student, tokens)
+  images = jnp.zeros((2, 8, 8, 1))
+  student, teacher = mean_teacher.make_views(0.25)(images, jax.random.key(0))
+  assert not np.array_equal(student, teacher)  # independent noisy views

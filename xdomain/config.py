@@ -51,6 +51,7 @@ class Config:
   cdan_random_dim: int = 1024
   mcc_temperature: float = 2.5
   ema_decay: float = 0.99
+  token_dropout: float = 0.0
   confidence_threshold: float = 0.0
   discriminator_hidden: int = 1024
   # Transfer learning (xdomain/transfer.py): restore, freeze, anchor.
@@ -151,7 +152,7 @@ class Config:
       if getattr(self, name) < 0:
         raise ConfigError(f"--{name}={getattr(self, name)} must be >= 0.")
     for name in ("momentum", "ema_decay", "confidence_threshold",
-                 "dropout_rate"):
+                 "dropout_rate", "token_dropout"):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ConfigError(
             f"--{name}={getattr(self, name)} must be in [0, 1).")

@@ -2,7 +2,8 @@
 
 The teacher is an exponential moving average of the student (kept by the
 engine, `--ema_decay`); the student is pulled towards the teacher's class
-probabilities on two different random views of each target example, where the
+probabilities on two different random views of each target example (shifted,
+noisy images; text with tokens dropped to <unk> for the student), where the
 teacher is confident (`--confidence_threshold`, 0 keeps every example).
 """
 
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from xdomain import losses
+from xdomain.data import text
 from xdomain.methods import base
 from xdomain.config import Config
 
@@ -21,10 +23,7 @@ NOISE_STDDEV = 0.1  # additive Gaussian noise per view, in input units
 
 def translate_and_noise(images: jax.Array, rng: jax.Array) -> jax.Array:
   """One random view of images [B, H, W, C]: a shift of up to MAX_SHIFT pixels
-  (edges padded with zeros) plus Gaussian noise. Other inputs (token ids) are
-  returned as they are; dropout makes their views differ."""
-  if images.ndim != 4 or not jnp.issubdtype(images.dtype, jnp.floating):
-    return images
+  (edges padded with zeros) plus Gaussian noise."""
   shift_key, noise_key = jax.random.split(rng)
   shifts = jax.random.randint(shift_key, (images.shape[0], 2), -MAX_SHIFT, MAX_SHIFT + 1)
   padded = jnp.pad(images, ((0, 0), (MAX_SHIFT, MAX_SHIFT), (MAX_SHIFT, MAX_SHIFT), (0, 0)))
@@ -38,9 +37,31 @@ def translate_and_noise(images: jax.Array, rng: jax.Array) -> jax.Array:
   return shifted + NOISE_STDDEV * jax.random.normal(noise_key, images.shape, images.dtype)
 
 
-def two_views(images: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
-  student_key, teacher_key = jax.random.split(rng)
-  return translate_and_noise(images, student_key), translate_and_noise(images, teacher_key)
+def drop_tokens(tokens: jax.Array, rng: jax.Array, rate: float) -> jax.Array:
+  """Token ids [B, L] with each real token replaced by <unk> with probability
+  `rate`; padding stays padding."""
+  dropped = jax.random.bernoulli(rng, rate, tokens.shape) & (tokens != text.PAD_ID)
+  return jnp.where(dropped, text.UNK_ID, tokens)
+
+
+def make_views(token_dropout: float):
+  """`(inputs, rng) -> (student view, teacher view)` of the target inputs.
+
+  Images: two independent shifted, noisy views. Token ids: the student's view
+  loses tokens to <unk> (`token_dropout`), so it must read them from context as
+  it must for words it never saw labelled; the teacher sees the text as is.
+  Model dropout makes the two views differ further.
+  """
+
+  def views(inputs: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+    student_key, teacher_key = jax.random.split(rng)
+    if inputs.ndim == 4 and jnp.issubdtype(inputs.dtype, jnp.floating):
+      return translate_and_noise(inputs, student_key), translate_and_noise(inputs, teacher_key)
+    if token_dropout:
+      return drop_tokens(inputs, student_key, token_dropout), inputs
+    return inputs, inputs
+
+  return views
 
 
 def make_mean_teacher(config: Config) -> base.Method:
@@ -57,4 +78,5 @@ def make_mean_teacher(config: Config) -> base.Method:
 
   return base.Method(name="mean_teacher", terms=terms,
                      weights={"consistency": base.adaptation_weight(config)},
-                     ema_decay=config.ema_decay, target_views=two_views)
+                     ema_decay=config.ema_decay,
+                     target_views=make_views(config.token_dropout))
