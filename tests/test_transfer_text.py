@@ -12,6 +12,7 @@ from xdomain import transfer
 from xdomain.config import ConfigError
 from xdomain.methods import pretrain
 from xdomain.train import loop
+from tests import flagfiles
 from tests import test_transfer_flags as flags_test
 
 
@@ -40,7 +41,7 @@ def test_language_model_loss_against_numpy():
   np.testing.assert_allclose(backward, np.mean(want_b), rtol=1e-5)
 
 
-def test_lm_pretrain_then_finetune_then_distill_sentiment(data_dir, tmp_path):
+def test_lm_pretrain_then_finetune_and_distill_sentiment(data_dir, tmp_path):
   def smoke(name, runs=None):
     config = flags_test.smoke_config(name + ".flags", data_dir, runs)
     return dataclasses.replace(config, max_length=16, vocab_size=500)
@@ -48,7 +49,7 @@ def test_lm_pretrain_then_finetune_then_distill_sentiment(data_dir, tmp_path):
   def flag_file(name):
     return os.path.join("experiments", "transfer", name + ".flags")
 
-  # The chain that the upstream lines name: lm_pretrain -> lm_finetune -> distill.
+  # The chains that the upstream lines name: lm_pretrain -> lm_finetune, mcc -> distill.
   lm_dir, ft_dir, student_dir = (str(tmp_path / n) for n in ("lm", "ft", "student"))
   config = smoke("lm_pretrain_sentiment")
   results = loop.train_and_evaluate(config, lm_dir)
@@ -68,8 +69,18 @@ def test_lm_pretrain_then_finetune_then_distill_sentiment(data_dir, tmp_path):
                                 lm["backbone/embed/embedding"])
   assert loop.train_and_evaluate(config, ft_dir)["step"] == 2
 
-  config = smoke("distill_sentiment", {flag_file("lm_finetune_sentiment"): ft_dir})
+  # distill_sentiment's teacher: a (tiny) run of experiments/sentiment/mcc.flags.
+  mcc_flags = os.path.join("experiments", "sentiment", "mcc.flags")
+  teacher = flagfiles.config_from_flagfile(mcc_flags, **flags_test._TINY, data_dir=data_dir)
+  teacher_dir = str(tmp_path / "teacher")
+  loop.train_and_evaluate(dataclasses.replace(teacher, max_length=16, vocab_size=500),
+                          teacher_dir)
+  config = smoke("distill_sentiment", {mcc_flags: teacher_dir})
   assert loop.train_and_evaluate(config, student_dir)["model"] == "textcnn"
+  # A text teacher reads the student's token ids: another vocabulary is an error.
+  with pytest.raises(ConfigError, match="reads another vocabulary"):
+    loop.train_and_evaluate(dataclasses.replace(config, vocab_size=300),
+                            str(tmp_path / "student_other_vocab"))
 
   # A run with another vocabulary may not restore the pretrained embeddings.
   other = dataclasses.replace(config, method="source_only", teacher=None, init_from=lm_dir,
