@@ -1,7 +1,19 @@
-r"""Training throughput: examples/s and compile time per method, batch size and XLA setting.
+r"""Training throughput: examples/s (text: tokens/s too) and compile time per method,
+batch size and XLA setting.
 
   python benchmarks/throughput.py --methods=source_only,dann --batch_sizes=64,256 \
       --variants=default,onednn
+  python benchmarks/throughput.py --flagfile=experiments/sentiment/source_only.flags \
+      --methods=source_only,mcc --batch_sizes=64
+  python benchmarks/throughput.py --flagfile=experiments/pos/source_only.flags \
+      --methods=source_only,mean_teacher
+
+Without `--flagfile` it times `--model` at `--image_size` on the default digits
+pair (mean_teacher with augmentation). With `--flagfile=<experiment>.flags` it
+times that experiment, any model and modality, as `experiments/main.py` parses
+the file, with `--method` and `--batch_size` set per row (`--model` and
+`--image_size` then come from the file). Here `--flagfile` names the
+experiment: this script's own flags are not read from a file.
 
 Each variant runs in its own process (XLA flags must be set before JAX starts).
 For every method and batch size (per domain) it reports:
@@ -10,20 +22,35 @@ For every method and batch size (per domain) it reports:
 - `loop ex/s`: the step fed by the real cross-domain loader (grain, numpy
   preprocessing and augmentation, host-to-device transfer), as in training;
 - `scan8 ex/s`: eight steps fused into one dispatch with `lax.scan`.
-Examples are source + target images through the model per second (source only:
-source images). The median of `--repeats` timed windows is reported.
+Examples are source + target inputs through the model per second (source only:
+source inputs). The median of `--repeats` timed windows is reported.
+
+Text batches are cut by the loader to a few bucket lengths (16, 32, ...,
+max_length). `step` and `scan8` feed a real batch of the most common length
+among the first 16 batches (`length`; `compile s` is its program's); `loop`
+feeds the loader's batches as they come, every bucket's program compiled
+beforehand, and `loop lengths` counts the lengths it was fed (length:batches).
+Text rows also give tokens/s: real (unpadded) tokens through the model.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import functools
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl import app
 from absl import flags
+
+from xdomain.config import Config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # XLA CPU settings worth comparing (flags of jaxlib 0.10).
 VARIANTS = {
@@ -32,82 +59,163 @@ VARIANTS = {
     "no_ynn_fusion": "--xla_cpu_experimental_ynn_fusion_type=",
     "xnnpack": "--xla_cpu_use_xnnpack=true",
 }
+# Text: batches drawn to find the most common length.
+_PROBE_BATCHES = 16
 
-
+# A registry of its own, joined to absl's only when run as a script: tests
+# import `measure` beside benchmarks/accuracy.py and experiments/main.py, which
+# define --methods, --steps and --model too.
+_FLAGS = flags.FlagValues()
 _METHODS = flags.DEFINE_list("methods", ["source_only", "dann", "dan", "mean_teacher"],
-                             "Methods to time.")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["64", "256"], "Batch sizes per domain.")
-_MODEL = flags.DEFINE_string("model", "seed_cnn", "Model to time.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 28, "Image side.")
+                             "Methods to time.", flag_values=_FLAGS)
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["64", "256"], "Batch sizes per domain.",
+                                 flag_values=_FLAGS)
+_MODEL = flags.DEFINE_string("model", "seed_cnn", "Model to time (without --flagfile).",
+                             flag_values=_FLAGS)
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 28, "Image side (without --flagfile).",
+                                   flag_values=_FLAGS)
+_EXPERIMENT = flags.DEFINE_string(
+    "experiment_flagfile", None,
+    "Experiment flag file to time; given as --flagfile=experiments/<task>/<method>.flags.",
+    flag_values=_FLAGS)
 _VARIANTS = flags.DEFINE_list("variants", ["default"],
-                              "XLA settings to compare: " + ", ".join(VARIANTS) + ".")
-_STEPS = flags.DEFINE_integer("steps", 20, "Steps per timed window.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed windows (median reported).")
-_OUT = flags.DEFINE_string("out", None, "Markdown file to write the table to.")
-_CHILD = flags.DEFINE_string("child", None, "Internal: run one variant, print JSON.")
+                              "XLA settings to compare: " + ", ".join(VARIANTS) + ".",
+                              flag_values=_FLAGS)
+_STEPS = flags.DEFINE_integer("steps", 20, "Steps per timed window.", flag_values=_FLAGS)
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed windows (median reported).",
+                                flag_values=_FLAGS)
+_OUT = flags.DEFINE_string("out", None, "Markdown file to write the table to.",
+                           flag_values=_FLAGS)
+_CHILD = flags.DEFINE_string("child", None, "Internal: run one variant, print JSON.",
+                             flag_values=_FLAGS)
 
-def _time(fn, steps: int, repeats: int) -> float:
-  """Median seconds per call of `fn` over `repeats` windows of `steps` calls."""
+
+def image_config(method: str, batch_size: int, *, model: str, image_size: int) -> Config:
+  """The Config of a row without --flagfile."""
+  return Config(method=method, model=model, batch_size=batch_size, image_size=image_size,
+                augment=method == "mean_teacher")
+
+
+def experiment_config(flagfile: str) -> Config:
+  """The Config that `experiments/main.py --flagfile=<flagfile>` builds.
+
+  main.py defines its flags in absl's global registry, where this script's
+  --steps and --model are too when it runs, so the file is parsed by main.py
+  in a process of its own.
+  """
+  parse = ("import runpy, sys; main = runpy.run_path(sys.argv[1]);"
+           " main['flags'].FLAGS([sys.argv[1], '--flagfile=' + sys.argv[2],"
+           " '--workdir=unused']); print(main['config_from_flags']().to_json())")
+  finished = subprocess.run(
+      [sys.executable, "-c", parse, os.path.join(REPO, "experiments", "main.py"), flagfile],
+      capture_output=True, text=True, check=False)
+  if finished.returncode:
+    last_line = (finished.stderr.strip().splitlines() or [""])[-1]
+    raise ValueError(f"--flagfile={flagfile}: {last_line}")
+  return Config.from_dict(json.loads(finished.stdout))
+
+
+def _rates(fn, steps: int, repeats: int) -> tuple[float, float]:
+  """(examples/s, tokens/s) of the median of `repeats` windows of `fn(steps)`,
+  which returns the examples and tokens it fed."""
   windows = []
   for _ in range(repeats):
     started = time.perf_counter()
-    fn(steps)
-    windows.append((time.perf_counter() - started) / steps)
-  return sorted(windows)[len(windows) // 2]
+    examples, tokens = fn(steps)
+    windows.append((time.perf_counter() - started, examples, tokens))
+  seconds, examples, tokens = sorted(windows)[len(windows) // 2]
+  return examples / seconds, tokens / seconds
 
 
-def _measure(method_name: str, batch_size: int) -> dict:
+def measure(config: Config, *, steps: int, repeats: int, devices=None) -> dict:
+  """Times the train step of `config` as the engine builds it: one table row.
+
+  Args:
+    config: the run; its method and batch size are the row's.
+    steps: steps per timed window.
+    repeats: timed windows.
+    devices: the mesh (default: every device).
+
+  Returns:
+    `method`, `batch_size`, `compile_seconds` and `{step,loop,scan8}_examples_per_sec`;
+    text runs add `{step,loop,scan8}_tokens_per_sec`, `length` (of the step and
+    scan8 batch) and `loop_lengths` ({length: batches fed in the loop windows}).
+  """
   import jax
   import numpy as np
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
 
   from xdomain import data
-  from xdomain import methods
-  from xdomain.config import Config
-  from xdomain.train import model_zoo
+  from xdomain import transfer
+  from xdomain.train import loop
   from xdomain.train import step as step_lib
 
-  config = Config(method=method_name, model=_MODEL.value, batch_size=batch_size,
-                  image_size=_IMAGE_SIZE.value, augment=method_name == "mean_teacher")
-  devices = jax.devices()
-  mesh = jax.sharding.Mesh(np.array(devices), ("data",),
-                           axis_types=(jax.sharding.AxisType.Auto,))
-  batch_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
-  spec = model_zoo.MODELS[config.model]
-  method = methods.METHODS[config.method](config)
-  model = spec.build(config, 10)
-  tx = step_lib.make_optimizer(config)
-  preprocess = data.ImagePreprocess(size=(config.image_size,) * 2, augment=config.augment)
-  loader = data.CrossDomainLoader(config.source, config.target, batch_size=batch_size,
-                                  preprocess=preprocess, seed=0)
-  to_device = lambda local: jax.tree.map(  # noqa: E731
-      lambda x: jax.make_array_from_process_local_data(batch_sharding, x), local)
-  rng = jax.random.key(0)
-  sample = {"source": {"image": np.zeros((1, config.image_size, config.image_size, 1),
-                                         np.float32)}}
-  state = jax.jit(lambda r: step_lib.init_state(model, spec, method, tx, sample, r),
-                  out_shardings=replicated)(rng)
-  train_step = step_lib.make_train_step(model, spec, method, tx,
-                                        step_lib.learning_rate_schedule(config))
-  jitted = jax.jit(train_step, in_shardings=(replicated, batch_sharding, replicated),
-                   out_shardings=(replicated, replicated), donate_argnums=0)
-  batch = to_device(next(loader))
+  config.validate()
+  with tempfile.TemporaryDirectory() as workdir:  # where a text run builds its vocabulary
+    run = loop._Run(config, workdir, devices)  # pylint: disable=protected-access
+  few_labels = config.target_labelled_fraction > 0  # the loop's labelled stream
+  loader = data.CrossDomainLoader(
+      config.target if run.method.train_on_target_labels or few_labels else config.source,
+      config.target, batch_size=config.batch_size, preprocess=run.preprocess,
+      seed=config.seed, data_dir=config.data_dir, buckets=run.buckets,
+      source_fraction=config.target_labelled_fraction if few_labels else 1.0)
+  state = transfer.prepare_state(config, run.method, run.init_state(), run.replicated)
+  train_step = step_lib.make_train_step(run.model, run.spec, run.method, run.tx,
+                                        run.lr_schedule, transfer.regularizer(config))
+  jitted = jax.jit(train_step, in_shardings=(run.replicated, run.data_sharding, run.replicated),
+                   out_shardings=(run.replicated, run.replicated), donate_argnums=0)
+  rng = run.step_rng
+  parts = ("source", "target") if run.method.uses_target else ("source",)
+  examples = config.batch_size * len(parts)
+  text = run.buckets is not None
+
+  def length(local):  # the bucket of a text batch (None: images)
+    return local["source"]["tokens"].shape[1] if text else None
+
+  def tokens(local):
+    return sum(int(local[p]["lengths"].sum()) for p in parts) if text else 0
+
+  if text:
+    probe = [next(loader) for _ in range(_PROBE_BATCHES)]
+    common = collections.Counter(map(length, probe)).most_common(1)[0][0]
+    local = next(b for b in probe if length(b) == common)
+  else:
+    local = next(loader)
+    common = None
+  batch = run.global_batch(local)
+  batch_tokens = tokens(local)
   started = time.perf_counter()
-  compiled = jitted.lower(state, batch, rng).compile()
+  compiled = {common: jitted.lower(state, batch, rng).compile()}
   compile_seconds = time.perf_counter() - started
+
+  def at_length(x, length):  # text arrays are [B] or [B, L, ...]
+    shape = x.shape[:1] + (length,) + x.shape[2:] if x.ndim > 1 else x.shape
+    return jax.ShapeDtypeStruct(shape, x.dtype)
+
+  for other in set(run.buckets or ()) - {common}:  # the loop meets every bucket
+    shapes = jax.tree.map(functools.partial(at_length, length=other), batch)
+    compiled[other] = jitted.lower(state, shapes, rng).compile()
 
   def step_only(steps):
     nonlocal state
     for _ in range(steps):
-      state, metrics = compiled(state, batch, rng)
+      state, metrics = compiled[common](state, batch, rng)
     jax.block_until_ready(metrics)
+    return steps * examples, steps * batch_tokens
+
+  seen = collections.Counter()
 
   def with_loader(steps):
     nonlocal state
+    fed = 0
     for _ in range(steps):
-      state, metrics = compiled(state, to_device(next(loader)), rng)
+      local = next(loader)
+      seen[length(local)] += 1
+      fed += tokens(local)
+      state, metrics = compiled[length(local)](state, run.global_batch(local), rng)
     jax.block_until_ready(metrics)
+    return steps * examples, fed
 
   fused = 8
 
@@ -115,48 +223,102 @@ def _measure(method_name: str, batch_size: int) -> dict:
     return jax.lax.scan(lambda s, b: train_step(s, b, rng), state, batches)
 
   stacked = jax.tree.map(lambda x: np.stack([x] * fused), jax.device_get(batch))
-  stacked = jax.device_put(stacked, NamedSharding(mesh, P(None, "data")))
+  stacked = jax.device_put(stacked, NamedSharding(run.mesh, P(None, "data")))
   scan_compiled = jax.jit(scanned, donate_argnums=0).lower(state, stacked, rng).compile()
 
   def scan_steps(steps):
     nonlocal state
-    for _ in range(max(steps // fused, 1)):
+    dispatches = max(steps // fused, 1)
+    for _ in range(dispatches):
       state, metrics = scan_compiled(state, stacked, rng)
     jax.block_until_ready(metrics)
+    return dispatches * fused * examples, dispatches * fused * batch_tokens
 
-  examples = batch_size * (2 if method.uses_target else 1)
   step_only(2)
   with_loader(2)
   scan_steps(fused)
-  steps, repeats = _STEPS.value, _REPEATS.value
-  return {
-      "method": method_name, "batch_size": batch_size,
-      "compile_seconds": compile_seconds,
-      "step_examples_per_sec": examples / _time(step_only, steps, repeats),
-      "loop_examples_per_sec": examples / _time(with_loader, steps, repeats),
-      "scan8_examples_per_sec": examples * fused / _time(
-          lambda n: scan_steps(n * fused), max(steps // fused, 1), repeats),
-  }
+  seen.clear()
+  row = {"method": config.method, "batch_size": config.batch_size,
+         "compile_seconds": compile_seconds}
+  for name, fn, n in (("step", step_only, steps), ("loop", with_loader, steps),
+                      ("scan8", scan_steps, max(steps // fused, 1) * fused)):
+    row[f"{name}_examples_per_sec"], tokens_per_sec = _rates(fn, n, repeats)
+    if text:
+      row[f"{name}_tokens_per_sec"] = tokens_per_sec
+  if text:
+    row["length"] = common
+    row["loop_lengths"] = dict(sorted(seen.items()))
+  return row
 
 
 def _child() -> None:
-  rows = [_measure(m, int(b)) for m in _METHODS.value for b in _BATCH_SIZES.value]
+  experiment = experiment_config(_EXPERIMENT.value) if _EXPERIMENT.value else None
+  rows = []
+  for method in _METHODS.value:
+    for batch_size in map(int, _BATCH_SIZES.value):
+      if experiment:
+        config = dataclasses.replace(experiment, method=method, batch_size=batch_size)
+      else:
+        config = image_config(method, batch_size, model=_MODEL.value,
+                              image_size=_IMAGE_SIZE.value)
+      rows.append(measure(config, steps=_STEPS.value, repeats=_REPEATS.value))
   print("RESULTS " + json.dumps(rows))
+
+
+def _header(config: Config | None, text: bool) -> list[str]:
+  """The title line and the table head."""
+  if config is None:
+    title = (f"Training throughput of `{_MODEL.value}` at"
+             f" {_IMAGE_SIZE.value}x{_IMAGE_SIZE.value},")
+  else:
+    size = (f"max_length {config.max_length}" if text
+            else f"{config.image_size}x{config.image_size}")
+    title = (f"Training throughput of `{_EXPERIMENT.value}` (`{config.model}`,"
+             f" {config.source} -> {config.target}, {size}),")
+  import jax  # only to report the machine
+
+  lines = [(f"{title} {os.cpu_count()} CPUs, jax {jax.__version__}, backend"
+            f" {jax.default_backend()} ({jax.devices()[0].device_kind})."),
+           "Made by `python benchmarks/throughput.py " + " ".join(sys.argv[1:]) + "`.", ""]
+  if not text:
+    return lines + [
+        "| variant | method | batch/domain | compile s | step ex/s | loop ex/s | scan8 ex/s |",
+        "| --- | --- | --- | --- | --- | --- | --- |"]
+  return lines + [
+      (f"`step` and `scan8` feed a batch of the most common `length` among the first"
+       f" {_PROBE_BATCHES} batches; `loop` feeds the loader's batches (`loop lengths`:"
+       " length:batches); tok/s counts real (unpadded) tokens."), "",
+      ("| variant | method | batch/domain | compile s | length | step ex/s | loop ex/s |"
+       " scan8 ex/s | step tok/s | loop tok/s | scan8 tok/s | loop lengths |"),
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl would read --flagfile as this script's flags: here it names the experiment."""
+  argv = [f"--experiment_flagfile={a[len('--flagfile='):]}" if a.startswith("--flagfile=")
+          else a for a in argv]
+  flags.FLAGS.append_flag_values(_FLAGS)
+  for name in _FLAGS:
+    flags.declare_key_flag(name)  # listed by --help
+  argv = app.parse_flags_with_usage(argv)
+  _FLAGS.mark_as_parsed()
+  return argv
 
 
 def main(argv):
   del argv
+  if _EXPERIMENT.value and (_FLAGS["model"].present or _FLAGS["image_size"].present):
+    raise app.UsageError("--model and --image_size come from --flagfile; set them there.")
   if _CHILD.value is not None:
     _child()
     return
-  import jax  # only to report the machine
+  config, text = None, False
+  if _EXPERIMENT.value:
+    from xdomain.train import model_zoo
 
-  lines = [f"Training throughput of `{_MODEL.value}` at {_IMAGE_SIZE.value}x{_IMAGE_SIZE.value},"
-           f" {os.cpu_count()} CPUs, jax {jax.__version__}, backend"
-           f" {jax.default_backend()} ({jax.devices()[0].device_kind}).",
-           "Made by `python benchmarks/throughput.py " + " ".join(sys.argv[1:]) + "`.", "",
-           "| variant | method | batch/domain | compile s | step ex/s | loop ex/s | scan8 ex/s |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+    config = experiment_config(_EXPERIMENT.value)
+    text = model_zoo.MODELS[config.model].modality == "text"
+  lines = _header(config, text)
   for variant in _VARIANTS.value:
     xla_flags = f"{os.environ.get('XLA_FLAGS', '')} {VARIANTS[variant]}".strip()
     env = dict(os.environ, XLA_FLAGS=xla_flags) if xla_flags else dict(os.environ)
@@ -168,10 +330,14 @@ def main(argv):
       lines.append(f"| {variant} | failed: {finished.stderr.strip().splitlines()[-1:]} |")
       continue
     for row in json.loads(line[len("RESULTS "):]):
-      lines.append(
-          f"| {variant} | {row['method']} | {row['batch_size']} | {row['compile_seconds']:.1f} |"
-          f" {row['step_examples_per_sec']:,.0f} | {row['loop_examples_per_sec']:,.0f} |"
-          f" {row['scan8_examples_per_sec']:,.0f} |")
+      cells = [variant, row["method"], row["batch_size"], f"{row['compile_seconds']:.1f}"]
+      if text:
+        cells.append(row["length"])
+      cells += [f"{row[f'{name}_examples_per_sec']:,.0f}" for name in ("step", "loop", "scan8")]
+      if text:
+        cells += [f"{row[f'{name}_tokens_per_sec']:,.0f}" for name in ("step", "loop", "scan8")]
+        cells.append(" ".join(f"{k}:{v}" for k, v in row["loop_lengths"].items()))
+      lines.append("| " + " | ".join(map(str, cells)) + " |")
     print(lines[-1], flush=True)
   table = "\n".join(lines) + "\n"
   print(table)
@@ -182,4 +348,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
