@@ -3,14 +3,18 @@ r"""Accuracy tables: every flag file of a task over domain pairs and seeds.
   python benchmarks/accuracy.py --task=digits \
       --pairs=digits/mnist:digits/uci,digits/uci:digits/mnist --seeds=0,1,2
   python benchmarks/accuracy.py --task=transfer --pairs= --seeds=0,1,2
-  python benchmarks/accuracy.py --task=ner --pairs= --metric=target_test_span_f1
+  python benchmarks/accuracy.py --task=ner --pairs= --methods=wnut16 \
+      --metric=target_test_span_f1
 
 runs `experiments/<task>/<method>.flags` for each pair (overriding --source and
 --target; `--pairs=` keeps each flag file's own pair) and seed, each into
 `<root>/<task>/<pair>/<method>/seed<k>` (a finished run is reused, so an
 interrupted table resumes), and writes `benchmarks/results/accuracy_<task>.md`
 (`--metric`, mean +- std over seeds, one column per pair that appears) and the
-raw results as JSON beside it.
+raw results as JSON beside it. A pair splits at ':conll:' when its target is a
+`conll:` name, else at its last ':', so with CoNLL-2003 files
+`--task=ner --pairs=conll:/data/conll2003@ner/wnut16:ner/wnut16
+--methods=conll_dann` runs the CoNLL -> WNUT-16 row.
 
 A flag file that starts from another run names the flag file of that run in a
 comment line, relative to the repository (absl skips comments):
@@ -19,10 +23,12 @@ comment line, relative to the repository (absl skips comments):
 
 For each pair and seed that run is made first (and its own upstreams before
 it) with the same --source, --target, --seed and overrides, into
-`<root>/<task>/<pair>/upstream/<stem>/seed<k>`, or into its row's workdir when
-the flag file is in the task's folder, and the downstream run gets
-`--init_from=<that workdir>` in place of the path written in the file.
-Upstream runs are table rows only when they are in the task's folder.
+`<root>/<task>/<pair>/upstream/<folder>_<stem>/seed<k>` (e.g.
+`upstream/digits_source_only`), or into its row's workdir when the flag file is
+in the task's folder, and the downstream run gets `--init_from=<that workdir>`
+in place of the path written in the file. Upstream runs are table rows only
+when they are in the task's folder, and `--method=lm_pretrain` runs never are
+(their classifier head is never trained).
 """
 
 from __future__ import annotations
@@ -63,6 +69,63 @@ _OUT = flags.DEFINE_string(
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _UPSTREAM = re.compile(r"#\s*upstream:\s*--(\w+)=(\S+)$")
+_CONLL = "conll:"
+# Set per pair and seed by `collect`: an override of them would be lost.
+_PER_RUN_FLAGS = ("source", "target", "seed")
+
+
+def split_pair(pair: str) -> tuple[str, str]:
+  """'source:target' -> (source, target); a `conll:` name may hold ':' itself.
+
+  Registered domain names hold no ':', so a pair splits at ':conll:' when the
+  target is a `conll:` name, else at its last ':' (e.g.
+  'conll:/data/conll2003@ner/wnut16:ner/wnut16').
+
+  Raises:
+    ValueError: the pair does not give two domain names.
+  """
+  if ":" + _CONLL in pair:
+    source, _, target = pair.partition(":" + _CONLL)
+    target = _CONLL + target
+  else:
+    source, _, target = pair.rpartition(":")
+  for name in (source, target):
+    if name in ("", _CONLL) or (":" in name and not name.startswith(_CONLL)):
+      raise ValueError(
+          f"pair {pair!r} is not 'source:target', e.g. digits/mnist:digits/uci or"
+          " conll:/data/conll2003@ner/wnut16:ner/wnut16")
+  return source, target
+
+
+def _assignment(text: str, option: str) -> tuple[str, str]:
+  """'flag=value' -> (flag, value), refusing the flags set per pair and seed."""
+  name, eq, value = text.partition("=")
+  if not (eq and name):
+    raise ValueError(f"--{option}: {text!r} is not 'flag=value'")
+  if name in _PER_RUN_FLAGS:
+    raise ValueError(f"--{option}: --{name} is set per pair and seed; choose pairs with"
+                     " --pairs and seeds with --seeds")
+  return name, value
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+  """--override values ('flag=value') -> {flag: value}."""
+  return dict(_assignment(item, "override") for item in items)
+
+
+def parse_pair_overrides(items: list[str]) -> dict[str, dict[str, str]]:
+  """--pair_override values ('source:target:flag=value') -> {pair: {flag: value}}."""
+  pair_extra: dict[str, dict[str, str]] = {}
+  for item in items:
+    pair, _, assignment = item.rpartition(":")
+    try:
+      source, target = split_pair(pair)
+    except ValueError as e:
+      raise ValueError(f"--pair_override: {item!r} is not 'source:target:flag=value'"
+                       f" ({e})") from e
+    name, value = _assignment(assignment, "pair_override")
+    pair_extra.setdefault(f"{source}:{target}", {})[name] = value
+  return pair_extra
 
 
 def _flag_values(path: str) -> dict[str, str]:
@@ -114,12 +177,14 @@ def _run(flagfile: str, workdir: str, overrides: dict[str, str]) -> dict:
 
 def workdir_for(flagfile: str, task_dir: str, pair_dir: str, seed: str) -> str:
   """Where `flagfile` runs for one pair (`pair_dir`) and seed: its row's workdir when
-  it is in the task's folder (so a row and an upstream are one run), else under
-  `upstream/`."""
+  it is in the task's folder (so a row and an upstream are one run), else
+  `upstream/<folder>_<stem>` (files of one name in two folders are two runs)."""
   stem = os.path.basename(flagfile)[:-len(".flags")]
-  if os.path.dirname(os.path.abspath(flagfile)) == os.path.abspath(task_dir):
+  folder = os.path.dirname(os.path.abspath(flagfile))
+  if folder == os.path.abspath(task_dir):
     return os.path.join(pair_dir, stem, f"seed{seed}")
-  return os.path.join(pair_dir, "upstream", stem, f"seed{seed}")
+  return os.path.join(pair_dir, "upstream", f"{os.path.basename(folder)}_{stem}",
+                      f"seed{seed}")
 
 
 def _check_same_upstreams(workdir: str, chained: dict[str, str]) -> None:
@@ -175,10 +240,12 @@ def collect(files: list[str], *, task_dir: str, task_root: str, pairs: list[str 
   """Runs every flag file (with its upstreams) for each pair and seed.
 
   Args:
-    files: the flag files, the rows.
+    files: the flag files, the rows (a `--method=lm_pretrain` file runs but is no
+      row: its classifier head is never trained).
     task_dir: their folder (upstream flag files in it run in their row's workdir).
     task_root: `<root>/<task>`, where the runs go.
-    pairs: `source:target` pairs; None for each flag file's own pair.
+    pairs: `source:target` pairs (see `split_pair`); None for each flag file's own
+      pair.
     seeds: the seeds.
     common: flags for every run, upstream runs included.
     pair_extra: flags for the runs of one pair.
@@ -196,14 +263,16 @@ def collect(files: list[str], *, task_dir: str, task_root: str, pairs: list[str 
     method = os.path.basename(flagfile)[:-len(".flags")]
     own = _flag_values(flagfile)
     for pair in pairs:
-      pair_name = pair or f"{own['source']}:{own['target']}"
-      source, target = pair_name.split(":")
+      source, target = split_pair(pair) if pair else (own["source"], own["target"])
+      pair_name = f"{source}:{target}"
       pair_dir = os.path.join(task_root, pair_name.replace("/", "_"))
       for seed in seeds:
         overrides = dict(common, source=source, target=target, seed=seed,
                          **pair_extra.get(pair_name, {}))
         logging.info("%s %s seed %s", method, pair_name, seed)
         results, used = run_chain(flagfile, overrides, task_dir=task_dir, pair_dir=pair_dir)
+        if own.get("method") == "lm_pretrain":
+          continue
         if metric not in results:
           raise KeyError(f"{method} ({pair_name}, seed {seed}) has no {metric}; its results"
                          f" have {', '.join(k for k in results if k.startswith('target_test_'))}")
@@ -224,7 +293,7 @@ def markdown(table: dict[str, dict[str, list[float]]], *, pairs: list[str | None
   # (the std is over seeds of each seed's mean over pairs).
   with_mean = len(pair_names) > 1 and all(
       len(table[m].get(p, [])) == len(seeds) for m in methods for p in pair_names)
-  columns = [p.replace(":", " -> ") for p in pair_names] + (["mean"] if with_mean else [])
+  columns = [" -> ".join(split_pair(p)) for p in pair_names] + (["mean"] if with_mean else [])
   lines = [f"{metric} (%), mean +- std over seeds {','.join(seeds)}.",
            f"Made by `{command}` ({minutes:.0f} min of new runs).", "",
            "| method | " + " | ".join(columns) + " |",
@@ -249,12 +318,13 @@ def main(argv):
     files = [f for f in files if os.path.basename(f)[:-6] in _METHODS.value]
   if not files:
     raise app.UsageError(f"no flag files to run in {task_dir}")
-  common = dict(o.split("=", 1) for o in _OVERRIDES.value)
-  pair_extra: dict[str, dict[str, str]] = {}
-  for item in _PAIR_OVERRIDES.value:
-    source, target, assignment = item.split(":", 2)
-    name, value = assignment.split("=", 1)
-    pair_extra.setdefault(f"{source}:{target}", {})[name] = value
+  try:  # before any run, so that a typo does not stop a table hours in
+    common = parse_overrides(_OVERRIDES.value)
+    pair_extra = parse_pair_overrides(_PAIR_OVERRIDES.value)
+    for pair in _PAIRS.value:
+      split_pair(pair)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   pairs = _PAIRS.value or [None]
   started = time.time()
   table, raw = collect(files, task_dir=task_dir,

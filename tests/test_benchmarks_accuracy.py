@@ -47,7 +47,7 @@ def test_upstream_runs_per_pair_and_seed_with_the_same_overrides(runs, tmp_path)
   for pair in ("a", "b"):
     for seed in ("0", "1"):
       _, used = _chain(os.path.join(TRANSFER, "finetune_frozen.flags"), tmp_path / pair, seed)
-      upstream = str(tmp_path / pair / "upstream" / "source_only" / f"seed{seed}")
+      upstream = str(tmp_path / pair / "upstream" / "digits_source_only" / f"seed{seed}")
       assert used["init_from"] == upstream
       (up_name, up_flags), (name, flags) = runs[-2:]
       assert (up_name, name) == ("source_only", "finetune_frozen")
@@ -81,8 +81,16 @@ def test_a_teacher_from_another_folder_runs_under_upstream(runs, tmp_path):
   assert teacher["flagfile"] == os.path.join(accuracy.REPO, "experiments", "sentiment",
                                              "mcc.flags")
   assert distill["teacher"] == used["teacher"] == teacher["workdir"] == str(
-      tmp_path / "upstream" / "mcc" / "seed1")
+      tmp_path / "upstream" / "sentiment_mcc" / "seed1")
   assert "init_from" not in distill
+
+
+def test_upstreams_of_one_name_in_two_folders_are_two_runs(tmp_path):
+  dann = [os.path.join(accuracy.REPO, "experiments", task, "dann.flags")
+          for task in ("digits", "sentiment")]
+  assert [accuracy.workdir_for(f, TRANSFER, str(tmp_path), "0") for f in dann] == [
+      str(tmp_path / "upstream" / "digits_dann" / "seed0"),
+      str(tmp_path / "upstream" / "sentiment_dann" / "seed0")]
 
 
 def test_a_run_made_from_other_upstreams_is_not_reused(runs, tmp_path):
@@ -138,10 +146,15 @@ def _transfer_table(tmp_path, metric="target_test_accuracy"):
 def test_transfer_table_with_each_files_own_pair(runs, tmp_path):
   table, raw = _transfer_table(tmp_path)
   names = sorted(n[:-len(".flags")] for n in os.listdir(TRANSFER))
-  assert sorted(table) == names  # the digits and sentiment upstreams are no rows
+  # The digits and sentiment upstreams are no rows, nor is the language model
+  # (its classifier head is never trained), which still runs for its fine-tuning.
+  rows = [n for n in names if n != "lm_pretrain_sentiment"]
+  assert sorted(table) == rows
+  assert "lm_pretrain_sentiment" in [name for name, _ in runs]
+  assert not [r for r in raw if "lm_pretrain" in r["flagfile"]]
   # Each upstream once per pair and seed, whichever rows need it.
   assert len(runs) == 2 * (len(names) + 2)
-  assert len(raw) == 2 * len(names)
+  assert len(raw) == 2 * len(rows)
   lines = accuracy.markdown(table, pairs=[None], metric="target_test_accuracy",
                             seeds=["0", "1"], command="python benchmarks/accuracy.py", minutes=0)
   assert lines[0].startswith("target_test_accuracy (%)")
@@ -176,3 +189,60 @@ def test_a_mean_column_over_pairs_that_every_row_covers():
   lines = accuracy.markdown(table, pairs=["a:b", "b:a"], metric="target_test_accuracy",
                             seeds=["0", "1"], command="c", minutes=0)
   assert lines[3] == "| method | a -> b | b -> a |"
+
+
+NER = os.path.join(accuracy.REPO, "experiments", "ner")
+
+
+@pytest.mark.parametrize("pair, expected", [
+    ("digits/mnist:digits/uci", ("digits/mnist", "digits/uci")),
+    ("conll:/data/conll2003@ner/wnut16:ner/wnut16",
+     ("conll:/data/conll2003@ner/wnut16", "ner/wnut16")),
+    ("ner/wnut16:conll:/x", ("ner/wnut16", "conll:/x")),
+    ("conll:/a/train.txt,/a/test.txt:conll:/b@ner/wnut16",
+     ("conll:/a/train.txt,/a/test.txt", "conll:/b@ner/wnut16")),
+])
+def test_split_pair(pair, expected):
+  assert accuracy.split_pair(pair) == expected
+
+
+@pytest.mark.parametrize("pair", [
+    "digits/mnist", ":digits/uci", "digits/mnist:", "ner/wnut16:conll:", "a:b:c"])
+def test_split_pair_needs_two_names(pair):
+  with pytest.raises(ValueError, match=r"is not 'source:target', e.g. digits/mnist:digits/uci"):
+    accuracy.split_pair(pair)
+
+
+def test_conll_pairs_run_and_tabulate(runs, tmp_path):
+  files = [os.path.join(NER, "conll_dann.flags")]
+  pair = "conll:/data/conll2003@ner/wnut16:ner/wnut16"
+  for pairs, source in (([None], "conll:/path/to/conll@ner/wnut16"),
+                        ([pair], "conll:/data/conll2003@ner/wnut16")):
+    table, _ = accuracy.collect(files, task_dir=NER, task_root=str(tmp_path), pairs=pairs,
+                                seeds=["0"], common={}, pair_extra={},
+                                metric="target_test_accuracy")
+    assert (runs[-1][1]["source"], runs[-1][1]["target"]) == (source, "ner/wnut16")
+    assert list(table["conll_dann"]) == [f"{source}:ner/wnut16"]
+  lines = accuracy.markdown(table, pairs=[pair], metric="target_test_accuracy", seeds=["0"],
+                            command="c", minutes=0)
+  assert lines[3] == "| method | conll:/data/conll2003@ner/wnut16 -> ner/wnut16 |"
+
+
+def test_overrides_parse_conll_pairs_and_refuse_per_run_flags():
+  assert accuracy.parse_pair_overrides([
+      "conll:/d@ner/wnut16:ner/wnut16:steps=5", "ner/wnut16:conll:/x:char_cnn=false",
+      "digits/mnist:digits/mnist_m:channels=3"]) == {
+          "conll:/d@ner/wnut16:ner/wnut16": {"steps": "5"},
+          "ner/wnut16:conll:/x": {"char_cnn": "false"},
+          "digits/mnist:digits/mnist_m": {"channels": "3"}}
+  assert accuracy.parse_overrides(["steps=500", "init_from=/a=b"]) == {
+      "steps": "500", "init_from": "/a=b"}
+  for flag in ("source", "target", "seed"):
+    with pytest.raises(ValueError, match=f"--override: --{flag} is set per pair and seed"):
+      accuracy.parse_overrides([f"{flag}=1"])
+  with pytest.raises(ValueError, match="--pair_override: --seed is set per pair"):
+    accuracy.parse_pair_overrides(["a:b:seed=1"])
+  with pytest.raises(ValueError, match="'steps=5' is not 'source:target:flag=value'"):
+    accuracy.parse_pair_overrides(["steps=5"])
+  with pytest.raises(ValueError, match="--override: 'steps' is not 'flag=value'"):
+    accuracy.parse_overrides(["steps"])

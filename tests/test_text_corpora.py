@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from xdomain import evaluate
 from xdomain.config import Config
 from xdomain.config import ConfigError
 from xdomain.data import domains
@@ -111,6 +112,32 @@ def test_parse_conll_and_tag_names():
   assert len(text_corpora.WNUT16_TAGS) == 21
 
 
+@pytest.mark.parametrize("iob1, bio2", [
+    (["I-PER", "I-PER"], ["B-PER", "I-PER"]),
+    (["I-ORG", "I-MISC"], ["B-ORG", "B-MISC"]),
+    (["B-PER", "I-PER"], ["B-PER", "I-PER"]),
+    (["O", "I-LOC"], ["O", "B-LOC"]),
+    (["I-X", "B-X", "I-X"], ["B-X", "B-X", "I-X"]),
+    (["B-X", "E-X", "I-X", "S-Y"], ["B-X", "E-X", "B-X", "S-Y"]),
+])
+def test_iob1_to_bio2(iob1, bio2):
+  assert text_corpora.iob1_to_bio2(iob1) == bio2
+  assert text_corpora.iob1_to_bio2(bio2) == bio2
+
+
+def test_iob1_to_bio2_keeps_conlleval_chunks():
+  rng = np.random.default_rng(0)
+  tags = ["O"] + [f"{p}-{t}" for p in "BIES" for t in "XY"]
+  for _ in range(2000):
+    seq = list(rng.choice(tags, size=rng.integers(9)))
+    assert evaluate.chunks(text_corpora.iob1_to_bio2(seq)) == evaluate.chunks(seq), seq
+
+
+def test_iob1_to_bio2_rejects_malformed_tags():
+  with pytest.raises(ValueError, match="'PER' is not 'O' or B-"):
+    text_corpora.iob1_to_bio2(["PER"])
+
+
 def test_deduplicate_keeps_first_and_drops_conflicts():
   examples = [("A b", 1), ("a  B", 1), ("c", 0), ("C", 1), ("d", 0)]
   kept = text_corpora.deduplicate(
@@ -192,7 +219,7 @@ def _write_conll(folder, train: str, test: str) -> str:
 
 # WNUT16_TAGS ids: company 1/2 (B/I), geo-loc 5/6, other 11/12, person 13/14,
 # sportsteam 17/18.
-CONLL2003_TRAIN = "EU B-ORG\nrejects O\nUnion I-ORG\n\nPeter B-PER\nBlackburn I-PER\n"
+CONLL2003_TRAIN = "European B-ORG\nUnion I-ORG\nrejects O\n\nPeter B-PER\nBlackburn I-PER\n"
 CONLL2003_TEST = "Paris B-LOC\nOpen B-MISC\n"
 
 
@@ -207,15 +234,29 @@ def test_conll_domain_relabelled_into_wnut16(tmp_path):
     assert info.name == name and info.label_names == text_corpora.WNUT16_TAGS
     assert info.split_sizes == {"train": 2, "test": 1}
     train = text_builders.load_text_domain(name, "train")
-    assert train["tokens"][0] == ["EU", "rejects", "Union"]
-    assert [t.tolist() for t in train["tags"]] == [[1, 0, 2], [13, 14]]
+    assert train["tokens"][0] == ["European", "Union", "rejects"]
+    assert [t.tolist() for t in train["tags"]] == [[1, 2, 0], [13, 14]]
     test = text_builders.load_text_domain(name, "test")
     assert test["tags"][0].tolist() == [5, 11]
   explicit = f"{path}@ner/wnut16=ORG:sportsteam, PER:person,LOC:geo-loc,MISC:other"
   train = text_builders.load_text_domain(explicit, "train")
-  assert [t.tolist() for t in train["tags"]] == [[17, 0, 18], [13, 14]]
+  assert [t.tolist() for t in train["tags"]] == [[17, 18, 0], [13, 14]]
   assert text_builders.conll_paths(f"{path}@ner/wnut16") == (
       tmp_path / "train.txt", tmp_path / "test.txt")
+
+
+def test_conll_iob1_files_are_read_as_bio2(tmp_path):
+  # IOB1, as in CoNLL-2003's eng.train: entities start with I-, and B- only
+  # separates two adjacent entities of one type.
+  path = _write_conll(tmp_path, "Peter I-PER\nBlackburn I-PER\nsaw O\nParis I-LOC\n\n"
+                      "Bob I-PER\nAnn B-PER\nLee I-PER\n", "Paris I-LOC\n")
+  train = text_builders.load_text_domain(f"{path}@ner/wnut16", "train")
+  names = text_corpora.WNUT16_TAGS
+  assert [[names[i] for i in t] for t in train["tags"]] == [
+      ["B-person", "I-person", "O", "B-geo-loc"], ["B-person", "B-person", "I-person"]]
+  assert text_builders.text_domain_info(path).label_names == (
+      "O", "B-LOC", "I-LOC", "B-PER", "I-PER")
+  assert text_builders.load_text_domain(path, "test")["tags"][0].tolist() == [1]
 
 
 def test_conll_domain_already_in_wnut16_types_is_kept(tmp_path):
@@ -250,18 +291,26 @@ def test_conll_relabelling_errors(tmp_path, suffix, message):
     text_builders.text_domain_info(name)
 
 
-def test_conll_relabelling_needs_bio_and_a_mapping(tmp_path, monkeypatch):
+def test_conll_relabelling_needs_bio(tmp_path):
   name = _write_conll(tmp_path, "Bob S-PER\n\nNew B-LOC\nYork E-LOC\n",
                       "x O\n") + "@ner/wnut16"
   with pytest.raises(ValueError, match="the files use E-/S- tags but ner/wnut16"
                      " has only B-/I- tags; convert the files to BIO"):
     text_builders.text_domain_info(name)
-  name = _write_conll(tmp_path, CONLL2003_TRAIN, CONLL2003_TEST) + "@ner/wnut16"
-  monkeypatch.setattr(text_builders, "_CONLL_MAPPINGS", {})
-  with pytest.raises(ValueError, match=r"types \['LOC', 'MISC', 'ORG', 'PER'\]"
-                     r" are not ner/wnut16's and no mapping is built in; give one"
-                     r" as conll:.*@ner/wnut16=TYPE:company"):
+
+
+def test_an_at_sign_in_a_conll_path_is_read_as_the_suffix(tmp_path):
+  folder = tmp_path / "runs@2024"
+  folder.mkdir()
+  name = _write_conll(folder, CONLL2003_TRAIN, CONLL2003_TEST)
+  with pytest.raises(ValueError, match=r"'2024' after '@' is not a text domain; .*"
+                     r"An '@' in the path is read as the relabelling suffix: .* symlink"):
     text_builders.text_domain_info(name)
+
+
+def test_every_relabelling_target_has_a_built_in_mapping():
+  # Files of other types relabel with it when no mapping is given.
+  assert set(text_builders.RELABEL_TARGETS) == set(text_builders._CONLL_MAPPINGS)
 
 
 def test_config_pairs_relabelled_conll_with_wnut16(tmp_path):
@@ -269,9 +318,17 @@ def test_config_pairs_relabelled_conll_with_wnut16(tmp_path):
   config = Config(model="bilstm_crf", method="dann", target="ner/wnut16",
                   source=f"{path}@ner/wnut16")
   config.validate()
-  with pytest.raises(ConfigError, match="different label sets.*"
-                     r"--source=conll:/data/conll2003@ner/wnut16"):
+  with pytest.raises(ConfigError, match="different label sets.* Add a suffix to --source"
+                     f" that relabels .* into --target's tags: --source={path}@ner/wnut16 "):
     dataclasses.replace(config, source=path).validate()
+  with pytest.raises(ConfigError, match=f"--target={path}@ner/wnut16 "):
+    dataclasses.replace(config, source="ner/wnut16", target=path).validate()
+  # No hint where no CoNLL name can be relabelled: none, or one already is.
+  for source, target in (("brown/news", "ner/wnut16"), (f"{path}@ner/wnut16", path),
+                         (path, "brown/news")):
+    with pytest.raises(ConfigError, match="different label sets") as error:
+      dataclasses.replace(config, source=source, target=target).validate()
+    assert "suffix" not in str(error.value)
   with pytest.raises(ConfigError, match="'ner/wnut17' after '@' is not a text"):
     dataclasses.replace(config, source=f"{path}@ner/wnut17").validate()
 

@@ -179,10 +179,18 @@ class Config:
           f" --target={self.target} ({target_info.modality} {target_info.task}) are"
           " different tasks; pair domains of one task.")
     if source_info.label_names != target_info.label_names:
-      hint = (" For CoNLL files, add a suffix to the conll: name that relabels"
-              " their entity types into the other domain's tags, e.g."
-              " --source=conll:/data/conll2003@ner/wnut16 (see docs/text_data.md)."
-              if source_info.task == "tagging" else "")
+      from xdomain.data import text_builders
+      hint = ""
+      # Only CoNLL files not yet relabelled can take the other domain's tags.
+      for flag, other in (("source", "target"), ("target", "source")):
+        name, other_name = getattr(self, flag), getattr(self, other)
+        if (name.startswith(text_builders.CONLL_PREFIX)
+            and text_builders.RELABEL_SEP not in name
+            and other_name in text_builders.RELABEL_TARGETS):
+          hint = (f" Add a suffix to --{flag} that relabels the CoNLL files' entity"
+                  f" types into --{other}'s tags: --{flag}={name}"
+                  f"{text_builders.RELABEL_SEP}{other_name} (see docs/text_data.md).")
+          break
       raise ConfigError(
           f"--source={self.source} and --target={self.target} have different"
           f" label sets ({list(source_info.label_names)} vs"

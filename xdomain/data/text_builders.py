@@ -520,8 +520,8 @@ def conll_paths(name: str) -> tuple[pathlib.Path, pathlib.Path]:
   return train, test
 
 
-# Built-in type mappings into a target domain, used when the files' types are
-# not already the target's.
+# Built-in type mappings into each of RELABEL_TARGETS, used when the files'
+# types are not already the target's.
 _CONLL_MAPPINGS = {"ner/wnut16": text_corpora.CONLL2003_TO_WNUT16}
 
 
@@ -551,15 +551,19 @@ def _split_conll_name(name: str) -> tuple[str, str | None, str | None]:
 def _relabel_target(name: str, target: str) -> TextDomainInfo:
   """The info of the domain after '@', which must have B-/I- entity tags."""
   if target not in RELABEL_TARGETS:
+    hint = ""
     if target not in TEXT_DOMAINS:
       what = "is not a text domain"
+      hint = (f". An {RELABEL_SEP!r} in the path is read as the relabelling suffix:"
+              f" name files whose path holds {RELABEL_SEP!r} through a symlink without"
+              " it, or rename the folder")
     elif TEXT_DOMAINS[target].task == "tagging":
       what = "has no B-/I- entity tags"
     else:
       what = f"is a {TEXT_DOMAINS[target].task} domain, not a tagging domain"
     raise ValueError(
         f"{name}: {target!r} after {RELABEL_SEP!r} {what}; relabel CoNLL files"
-        f" into an entity tagging domain: {', '.join(RELABEL_TARGETS)}")
+        f" into an entity tagging domain: {', '.join(RELABEL_TARGETS)}{hint}")
   return TEXT_DOMAINS[target]
 
 
@@ -597,11 +601,6 @@ def _type_mapping(name: str, target: TextDomainInfo,
   if mapping is None:
     if set(file_types) <= set(target_types):
       return {kind: kind for kind in file_types}
-    if target.name not in _CONLL_MAPPINGS:
-      raise ValueError(
-          f"{name}: the files' types {file_types} are not {target.name}'s and"
-          f" no mapping is built in; give one as {name}=TYPE:{target_types[0]},..."
-          f" with types from {', '.join(target_types)}")
     mapping = _CONLL_MAPPINGS[target.name]
   unknown = sorted(set(mapping.values()) - set(target_types))
   if unknown:
@@ -623,6 +622,9 @@ def _type_mapping(name: str, target: TextDomainInfo,
 def _read_conll_domain(name: str):
   """Reads a user's CoNLL files: (info, {split: examples as load_text_domain}).
 
+  IOB1 tags (an entity starting with I-, as in CoNLL-2003's eng.train) are read
+  as BIO2 (`text_corpora.iob1_to_bio2`) before any relabelling.
+
   Names (paths as in `conll_paths`):
     conll:<path>                 tags 'O', then B-/I- (E-/S- if used) per
                                  sorted type found in the files.
@@ -639,9 +641,9 @@ def _read_conll_domain(name: str):
   mapping = None if mapping_spec is None else _parse_mapping(name)
   train_path, test_path = conll_paths(name)
   sentences = {
-      "train": text_corpora.parse_conll(train_path.read_text(encoding="utf-8")),
-      "test": text_corpora.parse_conll(test_path.read_text(encoding="utf-8")),
-  }
+      split: [(tokens, text_corpora.iob1_to_bio2(tags))
+              for tokens, tags in text_corpora.parse_conll(path.read_text(encoding="utf-8"))]
+      for split, path in (("train", train_path), ("test", test_path))}
   tag_seqs = [tags for split in SPLITS for _, tags in sentences[split]]
   description = f"CoNLL files {train_path} and {test_path}"
   if target is None:

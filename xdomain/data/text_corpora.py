@@ -316,6 +316,28 @@ def split_tag(tag: str) -> tuple[str, str]:
   return prefix, kind
 
 
+def iob1_to_bio2(tags: Sequence[str]) -> list[str]:
+  """Starts every entity with B-: an 'I-X' that does not follow 'B-X' or 'I-X' -> 'B-X'.
+
+  Original CoNLL-2003 files use IOB1, where an entity starts with I- and B-
+  only separates two adjacent entities of one type; conlleval reads both as the
+  same chunks, so the conversion loses nothing, and it gives every file the
+  start convention of BIO2 (IOB2) data such as WNUT-16. BIO2 tags, E-/S- tags
+  and 'O' are kept: ['I-PER', 'I-PER', 'O', 'I-LOC'] -> ['B-PER', 'I-PER', 'O', 'B-LOC'].
+
+  Raises:
+    ValueError: a tag is malformed (see `split_tag`).
+  """
+  converted, previous = [], ("O", "")
+  for tag in tags:
+    prefix, kind = split_tag(tag)
+    if prefix == "I" and previous not in (("B", kind), ("I", kind)):
+      tag = f"B-{kind}"
+    converted.append(tag)
+    previous = (prefix, kind)
+  return converted
+
+
 def conll_tag_names(tag_seqs: Sequence[Sequence[str]]) -> tuple[str, ...]:
   """The BIO tag set of some tag sequences: 'O', then B-/I- per sorted type.
 
