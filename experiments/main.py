@@ -46,7 +46,8 @@ _HELP = {
     "mcc_temperature": "MCC: softmax temperature.",
     "ema_decay": "mean_teacher: decay of the EMA teacher.",
     "token_dropout": "mean_teacher on text: probability that a token of the student's"
-                     " target view is replaced by <unk> (the teacher sees the text as is).",
+                     " target view is replaced by <unk> (the teacher sees the text as is;"
+                     " a tagger's --char_cnn still sees the word's characters).",
     "confidence_threshold": "mean_teacher, pseudo_label: teacher confidence needed for"
                             " the consistency/pseudo-label term (0 keeps all).",
     "discriminator_hidden": "Width of the domain discriminator's two hidden layers.",

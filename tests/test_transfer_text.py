@@ -78,7 +78,7 @@ def test_lm_pretrain_then_finetune_and_distill_sentiment(data_dir, tmp_path):
   config = smoke("distill_sentiment", {mcc_flags: teacher_dir})
   assert loop.train_and_evaluate(config, student_dir)["model"] == "textcnn"
   # A text teacher reads the student's token ids: another vocabulary is an error.
-  with pytest.raises(ConfigError, match="reads another vocabulary"):
+  with pytest.raises(ConfigError, match="was trained with another vocabulary"):
     loop.train_and_evaluate(dataclasses.replace(config, vocab_size=300),
                             str(tmp_path / "student_other_vocab"))
 

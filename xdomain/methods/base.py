@@ -98,8 +98,9 @@ class Method:
       trainable parts (e.g. a discriminator), or None.
     ema_decay: if set, an EMA teacher of the model is kept with this decay and
       its target logits are given to `terms`.
-    target_views: `(images, rng) -> (student_view, teacher_view)`: two random
-      views of the target images (mean teacher), or None for the images as is.
+    target_views: `(inputs, rng) -> (student_view, teacher_view)`: two random
+      views of the target's first model input, images or token ids (mean
+      teacher), or None for the inputs as they are.
     logged_schedules: schedules that shape a term other than through its weight
       (e.g. the gradient-reversal coefficient), logged as `schedule/<name>`.
     teacher: a `Teacher` (distillation, pseudo-labels) whose target logits go

@@ -49,7 +49,8 @@ def make_views(token_dropout: float):
 
   Images: two independent shifted, noisy views. Token ids: the student's view
   loses tokens to <unk> (`token_dropout`), so it must read them from context as
-  it must for words it never saw labelled; the teacher sees the text as is.
+  it must for words it never saw labelled; the teacher sees the text as is. A
+  tagger's character CNN (`--char_cnn`) still sees a dropped word's characters.
   Model dropout makes the two views differ further.
   """
 

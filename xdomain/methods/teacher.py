@@ -132,21 +132,6 @@ VOCAB_FILE = "vocab.json"  # a text run's vocabulary (xdomain/train/text_pipelin
 _SAME_INPUTS = ("image_size", "channels", "crop_to_content", "resolution", "normalize")
 
 
-def _check_same_vocabulary(config: Config, teacher_config: Config) -> None:
-  """The teacher reads the student's token ids: both vocabularies must be one."""
-  from xdomain.train import text_pipeline  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(config.teacher, VOCAB_FILE), encoding="utf-8") as f:
-    teacher_built_from = json.load(f).get("built_from")
-  student_built_from = text_pipeline.vocabulary_record(config)
-  if teacher_built_from != student_built_from:
-    raise ConfigError(
-        f"the teacher in {config.teacher} reads another vocabulary ({teacher_built_from})"
-        f" than this run ({student_built_from}), so their token ids differ; run the"
-        f" student with the teacher's --source, --target, --vocab_size and --min_count"
-        f" (here {teacher_config.source}, {teacher_config.target},"
-        f" {teacher_config.vocab_size}, {teacher_config.min_count}).")
-
-
 def make_distill(config: Config) -> base.Method:
   """Source cross-entropy + distill_weight * T^2 KL(teacher || student) on the target."""
   from xdomain import checkpoint  # pylint: disable=g-import-not-at-top
@@ -174,8 +159,6 @@ def make_distill(config: Config) -> base.Method:
       raise ConfigError(
           f"the teacher in {config.teacher} was trained on other inputs ({'; '.join(differ)});"
           " run the student with the teacher's preprocessing flags.")
-  if teacher_spec.modality == "text":
-    _check_same_vocabulary(config, teacher_config)
   variables = checkpoint.load_variables(config.teacher)
 
   align = None

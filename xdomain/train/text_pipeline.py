@@ -65,7 +65,7 @@ def build_vocabulary(config: Config) -> text.Vocabulary:
                                max_size=config.vocab_size)
 
 
-def vocabulary_record(config: Config) -> dict[str, Any]:
+def _vocab_record(config: Config) -> dict[str, Any]:
   """What a saved vocabulary was built from; checked when it is read back."""
   return {"source": config.source, "target": config.target,
           "min_count": config.min_count, "vocab_size": config.vocab_size}
@@ -90,16 +90,16 @@ def experiment_vocabulary(config: Config, workdir: str, *, write: bool) -> text.
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       saved = json.load(f).get("built_from")
-    if saved != vocabulary_record(config):
+    if saved != _vocab_record(config):
       raise ConfigError(
           f"{path} was built for {saved}, not for this run's"
-          f" {vocabulary_record(config)}; use a new --workdir, or the flags of the run"
+          f" {_vocab_record(config)}; use a new --workdir, or the flags of the run"
           " that wrote it.")
     return text.Vocabulary.load(path)
   vocab = build_vocabulary(config)
   if write:
     record = {"tokens": list(vocab.tokens), "lowercase": vocab.lowercase,
-              "built_from": vocabulary_record(config)}
+              "built_from": _vocab_record(config)}
     partial = path + ".partial"
     with open(partial, "w", encoding="utf-8") as f:
       json.dump(record, f, ensure_ascii=False)
