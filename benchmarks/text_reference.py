@@ -1,0 +1,76 @@
+r"""A linear reference for text classification pairs: tf-idf + logistic regression.
+
+  python benchmarks/text_reference.py --domains=sentiment/movies,sentiment/tweets,\
+sentiment/products,sentiment/editorials
+
+For every ordered pair of `--domains` it fits word 1-2-gram tf-idf features (on
+the training text of both domains, as the networks' vocabulary is built) and a
+logistic regression on the source's labelled training split, and reports its
+target test accuracy; the last column fits the target's own training split
+(the in-domain ceiling of this model). Deterministic: no seeds. Writes
+`benchmarks/results/reference_<family>.md`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shlex
+import sys
+
+import numpy as np
+from absl import app
+from absl import flags
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+from xdomain import data
+
+_DOMAINS = flags.DEFINE_list(
+    "domains", ["sentiment/movies", "sentiment/tweets", "sentiment/products",
+                "sentiment/editorials"], "Text classification domains (every ordered pair).")
+_C = flags.DEFINE_float("c", 10.0, "Inverse L2 strength of the logistic regression.")
+_OUT = flags.DEFINE_string("out", None,
+                           "Markdown file; default benchmarks/results/reference_<family>.md.")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def accuracy(train: dict, test: dict, vocabulary_text: list[str], c: float) -> float:
+  """Test accuracy of tf-idf + logistic regression fitted on `train`."""
+  features = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(vocabulary_text)
+  model = LogisticRegression(C=c, max_iter=5000)
+  model.fit(features.transform(train["text"]), train["label"])
+  return float(model.score(features.transform(test["text"]), test["label"]))
+
+
+def main(argv):
+  del argv
+  for name in _DOMAINS.value:
+    if data.domain_info(name).task != "classification":
+      raise app.UsageError(f"{name} is not a text classification domain")
+  splits = {name: {split: data.load_domain(name, split) for split in ("train", "test")}
+            for name in _DOMAINS.value}
+  lines = ["| source -> target | trained on the source | trained on the target |",
+           "| --- | --- | --- |"]
+  cross = []
+  for source, target in itertools.permutations(_DOMAINS.value, 2):
+    both = list(splits[source]["train"]["text"]) + list(splits[target]["train"]["text"])
+    transfer = accuracy(splits[source]["train"], splits[target]["test"], both, _C.value)
+    in_domain = accuracy(splits[target]["train"], splits[target]["test"], both, _C.value)
+    cross.append((transfer, in_domain))
+    lines.append(f"| {source} -> {target} | {100 * transfer:.1f} | {100 * in_domain:.1f} |")
+  means = 100 * np.mean(cross, axis=0)
+  lines.append(f"| mean | **{means[0]:.1f}** | **{means[1]:.1f}** |")
+  command = "python benchmarks/text_reference.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  header = [f"Target test accuracy (%) of word 1-2-gram tf-idf + logistic regression"
+            f" (C={_C.value:g}), made by `{command}`.", ""]
+  family = _DOMAINS.value[0].split("/")[0]
+  out = _OUT.value or os.path.join(REPO, "benchmarks", "results", f"reference_{family}.md")
+  with open(out, "w") as f:
+    f.write("\n".join(header + lines) + "\n")
+  print("\n".join(header + lines))
+
+
+if __name__ == "__main__":
+  app.run(main)
