@@ -5,7 +5,7 @@ batch size and XLA setting.
       --variants=default,onednn
   python benchmarks/throughput.py --flagfile=experiments/sentiment/source_only.flags \
       --methods=source_only,mcc --batch_sizes=64
-  python benchmarks/throughput.py --flagfile=experiments/pos/source_only.flags \
+  python benchmarks/throughput.py --flagfile=experiments/pos/mean_teacher.flags \
       --methods=source_only,mean_teacher
 
 Without `--flagfile` it times `--model` at `--image_size` on the default digits
@@ -146,7 +146,6 @@ def measure(config: Config, *, steps: int, repeats: int, devices=None) -> dict:
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
 
-  from xdomain import data
   from xdomain import transfer
   from xdomain.train import loop
   from xdomain.train import step as step_lib
@@ -154,12 +153,7 @@ def measure(config: Config, *, steps: int, repeats: int, devices=None) -> dict:
   config.validate()
   with tempfile.TemporaryDirectory() as workdir:  # where a text run builds its vocabulary
     run = loop._Run(config, workdir, devices)  # pylint: disable=protected-access
-  few_labels = config.target_labelled_fraction > 0  # the loop's labelled stream
-  loader = data.CrossDomainLoader(
-      config.target if run.method.train_on_target_labels or few_labels else config.source,
-      config.target, batch_size=config.batch_size, preprocess=run.preprocess,
-      seed=config.seed, data_dir=config.data_dir, buckets=run.buckets,
-      source_fraction=config.target_labelled_fraction if few_labels else 1.0)
+  loader = run.training_loader()
   state = transfer.prepare_state(config, run.method, run.init_state(), run.replicated)
   train_step = step_lib.make_train_step(run.model, run.spec, run.method, run.tx,
                                         run.lr_schedule, transfer.regularizer(config))

@@ -80,6 +80,18 @@ class _Run:
     init_rng, self.step_rng = jax.random.split(jax.random.key(config.seed))
     self.init_rng = init_rng
 
+  def training_loader(self) -> data.CrossDomainLoader:
+    """The labelled stream (the source; the target for the oracle or with
+    --target_labelled_fraction, its few labels) beside the unlabelled target."""
+    config = self.config
+    few_labels = config.target_labelled_fraction > 0
+    labelled = (config.target if self.method.train_on_target_labels or few_labels
+                else config.source)
+    return data.CrossDomainLoader(
+        labelled, config.target, batch_size=config.batch_size, preprocess=self.preprocess,
+        seed=config.seed, data_dir=config.data_dir, buckets=self.buckets,
+        source_fraction=config.target_labelled_fraction if few_labels else 1.0)
+
   def global_batch(self, local: Any) -> Any:
     """Process-local numpy arrays -> global arrays sharded over the mesh."""
     return jax.tree.map(
@@ -144,14 +156,7 @@ def train_and_evaluate(config: Config, workdir: str, *,
   run = _Run(config, workdir, devices)
   started = time.time()
 
-  # A few target labels (--target_labelled_fraction) are the labelled stream.
-  few_labels = config.target_labelled_fraction > 0
-  train_source = (config.target if run.method.train_on_target_labels or few_labels
-                  else config.source)
-  loader = data.CrossDomainLoader(
-      train_source, config.target, batch_size=config.batch_size,
-      preprocess=run.preprocess, seed=config.seed, data_dir=config.data_dir,
-      buckets=run.buckets, source_fraction=config.target_labelled_fraction if few_labels else 1.0)
+  loader = run.training_loader()
   state = transfer.prepare_state(config, run.method, run.init_state(), run.replicated,
                                  workdir=workdir)
   meta = run.meta(state)
