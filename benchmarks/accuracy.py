@@ -252,7 +252,8 @@ def collect(files: list[str], *, task_dir: str, task_root: str, pairs: list[str 
     metric: the key of results.json to tabulate.
 
   Returns:
-    `{method: {pair: [metric per seed]}}` and the raw results of each row run.
+    `{method: {pair: [metric per seed]}}` (rows `<method> (EMA)` for the EMA
+    model of methods that keep one) and the raw results of each row run.
 
   Raises:
     KeyError: a row's results lack `metric`.
@@ -278,6 +279,9 @@ def collect(files: list[str], *, task_dir: str, task_root: str, pairs: list[str 
                          f" have {', '.join(k for k in results if k.startswith('target_test_'))}")
         raw.append(dict(results, flagfile=os.path.relpath(flagfile, REPO), overrides=used))
         table.setdefault(method, {}).setdefault(pair_name, []).append(results[metric])
+        if f"ema_{metric}" in results:  # the mean teacher's EMA model, its own row
+          table.setdefault(f"{method} (EMA)", {}).setdefault(pair_name, []).append(
+              results[f"ema_{metric}"])
   return table, raw
 
 

@@ -7,8 +7,11 @@ For every ordered pair of `--domains` it fits word 1-2-gram tf-idf features (on
 the training text of both domains, as the networks' vocabulary is built) and a
 logistic regression on the source's labelled training split, and reports its
 target test accuracy; the last column fits the target's own training split
-(the in-domain ceiling of this model). Deterministic: no seeds. Writes
-`benchmarks/results/reference_<family>.md`.
+(the in-domain ceiling of this model). For the VADER sentiment domains a second
+table scores each target's test split with VADER's word lexicon alone (the sign
+of the sum of its tokens' valences; no training): outside knowledge that no
+method here uses, made by the authors of these ground-truth sets.
+Deterministic: no seeds. Writes `benchmarks/results/reference_<family>.md`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from xdomain import data
+from xdomain.data import text
+from xdomain.data import text_builders
 
 _DOMAINS = flags.DEFINE_list(
     "domains", ["sentiment/movies", "sentiment/tweets", "sentiment/products",
@@ -41,6 +46,16 @@ def accuracy(features, train: dict, test: dict, c: float) -> float:
   model = LogisticRegression(C=c, max_iter=5000)
   model.fit(features.transform(train["text"]), train["label"])
   return float(model.score(features.transform(test["text"]), test["label"]))
+
+
+def lexicon_scores(lexicon: dict[str, float], test: dict) -> tuple[float, float]:
+  """(accuracy, share of sentences without a lexicon word) of predicting
+  positive where the valences of a sentence's tokens sum above 0; sentences
+  that sum to 0 count as positive, the larger class of most of these domains."""
+  sums = np.array([sum(lexicon.get(token, 0.0) for token in text.tokenize(sentence))
+                   for sentence in test["text"]])
+  predictions = (sums >= 0).astype(np.int32)
+  return float(np.mean(predictions == test["label"])), float(np.mean(sums == 0))
 
 
 def main(argv):
@@ -62,6 +77,17 @@ def main(argv):
     lines.append(f"| {source} -> {target} | {100 * transfer:.1f} | {100 * in_domain:.1f} |")
   means = 100 * np.mean(cross, axis=0)
   lines.append(f"| mean | **{means[0]:.1f}** | **{means[1]:.1f}** |")
+  if all(name.startswith("sentiment/") for name in _DOMAINS.value):
+    lexicon = text_builders.vader_lexicon()
+    lines += ["", "| target (no training) | VADER lexicon alone | sentences without a lexicon word |",
+              "| --- | --- | --- |"]
+    scores = []
+    for name in _DOMAINS.value:
+      correct, uncovered = lexicon_scores(lexicon, splits[name]["test"])
+      scores.append(correct)
+      lines.append(f"| {name} | {100 * correct:.1f} | {100 * uncovered:.1f} |")
+    # Each target is the target of (len(domains) - 1) pairs: the pair mean.
+    lines.append(f"| mean | **{100 * np.mean(scores):.1f}** | |")
   command = "python benchmarks/text_reference.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   header = [f"Target test accuracy (%) of word 1-2-gram tf-idf + logistic regression"
             f" (C={_C.value:g}), made by `{command}`.", ""]

@@ -46,8 +46,8 @@ _HELP = {
     "mcc_temperature": "MCC: softmax temperature.",
     "ema_decay": "mean_teacher: decay of the EMA teacher.",
     "token_dropout": "mean_teacher on text: probability that a token of the student's"
-                     " target view is replaced by <unk> (the teacher sees the text as is;"
-                     " a tagger's --char_cnn still sees the word's characters).",
+                     " target view is replaced by <unk>, its characters (--char_cnn) by"
+                     " padding; the teacher sees the text as is.",
     "confidence_threshold": "mean_teacher, pseudo_label: teacher confidence needed for"
                             " the consistency/pseudo-label term (0 keeps all).",
     "discriminator_hidden": "Width of the domain discriminator's two hidden layers.",

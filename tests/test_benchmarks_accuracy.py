@@ -28,9 +28,12 @@ def runs(monkeypatch):
     os.makedirs(values["workdir"])
     with open(os.path.join(values["workdir"], "config.json"), "w") as f:
       json.dump({"init_from": values.get("init_from"), "teacher": values.get("teacher")}, f)
+    results = {"target_test_accuracy": 0.5 + 0.1 * int(values["seed"]),
+               "target_test_macro_f1": 0.25}
+    if values["flagfile"].endswith("mean_teacher.flags"):  # runs that keep an EMA
+      results["ema_target_test_accuracy"] = 0.75
     with open(os.path.join(values["workdir"], "results.json"), "w") as f:
-      json.dump({"target_test_accuracy": 0.5 + 0.1 * int(values["seed"]),
-                 "target_test_macro_f1": 0.25}, f)
+      json.dump(results, f)
     return types.SimpleNamespace(returncode=0)
 
   monkeypatch.setattr(accuracy, "subprocess", types.SimpleNamespace(run=fake_subprocess_run))
@@ -174,6 +177,17 @@ def test_another_metric_and_a_missing_one(runs, tmp_path):
   with pytest.raises(KeyError, match="no target_test_span_f1; its results have"
                                      " target_test_accuracy, target_test_macro_f1"):
     _transfer_table(tmp_path, metric="target_test_span_f1")
+
+
+def test_the_ema_model_of_a_mean_teacher_is_a_row_of_its_own(runs, tmp_path):
+  files = [os.path.join(DIGITS, f"{name}.flags") for name in ("source_only", "mean_teacher")]
+  table, _ = accuracy.collect(files, task_dir=DIGITS, task_root=str(tmp_path),
+                              pairs=["digits/mnist:digits/uci"], seeds=["0", "1"],
+                              common={"steps": "4"}, pair_extra={},
+                              metric="target_test_accuracy")
+  assert sorted(table) == ["mean_teacher", "mean_teacher (EMA)", "source_only"]
+  assert table["mean_teacher"]["digits/mnist:digits/uci"] == [0.5, 0.6]
+  assert table["mean_teacher (EMA)"]["digits/mnist:digits/uci"] == [0.75, 0.75]
 
 
 def test_a_mean_column_over_pairs_that_every_row_covers():

@@ -86,6 +86,11 @@ def test_one_and_eight_devices_agree(method, data_dir, tmp_path):
   assert_trees_close(checkpoint.load_params(tmp_path / "one"),
                      checkpoint.load_params(tmp_path / "eight"), rtol=1e-3, atol=1e-5)
   assert one["target_test_accuracy"] == pytest.approx(eight["target_test_accuracy"], abs=0.01)
+  # The mean teacher's EMA model is evaluated too, with an `ema_` prefix.
+  assert ("ema_target_test_accuracy" in one) == (method == "mean_teacher")
+  if method == "mean_teacher":
+    assert one["ema_target_test_accuracy"] == pytest.approx(
+        eight["ema_target_test_accuracy"], abs=0.01)
 
 
 _WORKER = textwrap.dedent("""

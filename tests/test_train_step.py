@@ -107,16 +107,28 @@ def test_a_non_finite_step_leaves_the_state_unchanged():
 
 def test_mean_teacher_views_of_text_drop_student_tokens_only():
   from xdomain.methods import mean_teacher
-  tokens = jnp.asarray(np.random.default_rng(0).integers(2, 50, (64, 40)), jnp.int32)
+  rng = np.random.default_rng(0)
+  tokens = jnp.asarray(rng.integers(2, 50, (64, 40)), jnp.int32)
   tokens = tokens.at[:, 30:].set(0)  # padding
-  student, teacher = mean_teacher.make_views(0.25)(tokens, jax.random.key(0))
-  np.testing.assert_array_equal(teacher, tokens)
-  changed = np.asarray(student != tokens)
+  lengths = jnp.full((64,), 30, jnp.int32)
+  chars = jnp.asarray(rng.integers(1, 200, (64, 40, 5)), jnp.int32)
+  chars = chars.at[:, 30:].set(0)
+  inputs = (tokens, lengths, chars)
+  student, teacher = mean_teacher.make_views(0.25)(inputs, jax.random.key(0))
+  assert teacher is inputs
+  student_tokens, student_lengths, student_chars = student
+  np.testing.assert_array_equal(student_lengths, lengths)
+  changed = np.asarray(student_tokens != tokens)
   assert not changed[:, 30:].any()  # padding stays padding
-  np.testing.assert_array_equal(np.asarray(student)[changed], 1)  # <unk>
+  np.testing.assert_array_equal(np.asarray(student_tokens)[changed], 1)  # <unk>
   assert abs(changed[:, :30].mean() - 0.25) < 0.03
-  student, teacher = mean_teacher.make_views(0.0)(tokens, jax.random.key(0))
-  np.testing.assert_array_equal(student, tokens)
+  # A dropped word's characters are hidden too; the others are kept.
+  np.testing.assert_array_equal(np.asarray(student_chars)[changed], 0)
+  np.testing.assert_array_equal(np.asarray(student_chars)[~changed], np.asarray(chars)[~changed])
+  (student_tokens, _), _ = mean_teacher.make_views(0.25)((tokens, lengths), jax.random.key(0))
+  np.testing.assert_array_equal(student_tokens != tokens, changed)  # without chars
+  student, teacher = mean_teacher.make_views(0.0)(inputs, jax.random.key(0))
+  assert student is inputs
   images = jnp.zeros((2, 8, 8, 1))
-  student, teacher = mean_teacher.make_views(0.25)(images, jax.random.key(0))
+  (student,), (teacher,) = mean_teacher.make_views(0.25)((images,), jax.random.key(0))
   assert not np.array_equal(student, teacher)  # independent noisy views

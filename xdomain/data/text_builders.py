@@ -192,6 +192,33 @@ def read_vader(archive: pathlib.Path) -> dict[str, str]:
   return contents
 
 
+def vader_lexicon(data_dir: str | None = None) -> dict[str, float]:
+  """VADER's word valence lexicon, from the vaderSentiment 3.3.2 sdist that the
+  sentiment builder fetches (into the same cache under `data_dir`).
+
+  The lexicon is outside knowledge: crowd-rated valences in [-4, 4] of about
+  7,500 words, emoticons and slang, made by the authors of the ground-truth
+  sets. No method trains on it; `benchmarks/text_reference.py` reports how far
+  it gets alone.
+
+  Returns:
+    {lowercased token: mean valence}.
+
+  Raises:
+    text_fetch.PackageFetchError: the package could not be fetched.
+  """
+  cache = pathlib.Path(data_dir or default_data_dir()) / "downloads" / "xdomain_packages"
+  archive = text_fetch.fetch(text_fetch.VADER, cache)
+  content = _read_archive_member(
+      archive, "vaderSentiment-3.3.2/vaderSentiment/vader_lexicon.txt").decode("utf-8")
+  lexicon = {}
+  for line in content.splitlines():
+    fields = line.split("\t")
+    if len(fields) >= 2:
+      lexicon[fields[0].lower()] = float(fields[1])
+  return lexicon
+
+
 class XdomainSentiment(_ClassificationBuilder):
   """VADER ground-truth sentences (Hutto & Gilbert, ICWSM 2014), four domains."""
 

@@ -98,9 +98,10 @@ class Method:
       trainable parts (e.g. a discriminator), or None.
     ema_decay: if set, an EMA teacher of the model is kept with this decay and
       its target logits are given to `terms`.
-    target_views: `(inputs, rng) -> (student_view, teacher_view)`: two random
-      views of the target's first model input, images or token ids (mean
-      teacher), or None for the inputs as they are.
+    target_views: `(inputs, rng) -> (student_inputs, teacher_inputs)`: two
+      random views of the target's model inputs (a tuple: `(images,)` or
+      `(tokens, lengths[, chars])`) for the mean teacher, or None for the
+      inputs as they are.
     logged_schedules: schedules that shape a term other than through its weight
       (e.g. the gradient-reversal coefficient), logged as `schedule/<name>`.
     teacher: a `Teacher` (distillation, pseudo-labels) whose target logits go
@@ -119,7 +120,8 @@ class Method:
   train_on_target_labels: bool = False
   init_aux: InitAuxFn | None = None
   ema_decay: float | None = None
-  target_views: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]] | None = None
+  target_views: Callable[[tuple[jax.Array, ...], jax.Array],
+                         tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]] | None = None
   logged_schedules: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   teacher: Teacher | None = None
   model_terms: ModelTermsFn | None = None

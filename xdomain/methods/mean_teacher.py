@@ -37,27 +37,37 @@ def translate_and_noise(images: jax.Array, rng: jax.Array) -> jax.Array:
   return shifted + NOISE_STDDEV * jax.random.normal(noise_key, images.shape, images.dtype)
 
 
-def drop_tokens(tokens: jax.Array, rng: jax.Array, rate: float) -> jax.Array:
-  """Token ids [B, L] with each real token replaced by <unk> with probability
-  `rate`; padding stays padding."""
+def drop_tokens(inputs: tuple[jax.Array, ...], rng: jax.Array, rate: float
+                ) -> tuple[jax.Array, ...]:
+  """Text inputs `(tokens [B, L], lengths[, chars [B, L, W]])` with each real
+  token replaced by <unk> with probability `rate`, its characters (if any) by
+  padding, so neither the embedding nor the character CNN sees the word;
+  padding stays padding."""
+  tokens, *rest = inputs
   dropped = jax.random.bernoulli(rng, rate, tokens.shape) & (tokens != text.PAD_ID)
-  return jnp.where(dropped, text.UNK_ID, tokens)
+  tokens = jnp.where(dropped, text.UNK_ID, tokens)
+  if len(rest) == 2:  # character ids of a tagger's character CNN
+    lengths, chars = rest
+    return tokens, lengths, jnp.where(dropped[..., None], 0, chars)
+  return (tokens, *rest)
 
 
 def make_views(token_dropout: float):
-  """`(inputs, rng) -> (student view, teacher view)` of the target inputs.
+  """`(inputs, rng) -> (student inputs, teacher inputs)` of the target.
 
-  Images: two independent shifted, noisy views. Token ids: the student's view
-  loses tokens to <unk> (`token_dropout`), so it must read them from context as
-  it must for words it never saw labelled; the teacher sees the text as is. A
-  tagger's character CNN (`--char_cnn`) still sees a dropped word's characters.
-  Model dropout makes the two views differ further.
+  Images: two independent shifted, noisy views. Text: the student's view loses
+  words to <unk> (`token_dropout`; a tagger's character CNN loses their
+  characters too), so it must read them from context as it must for words it
+  never saw labelled; the teacher sees the text as is. Model dropout makes the
+  two views differ further.
   """
 
-  def views(inputs: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def views(inputs: tuple[jax.Array, ...], rng: jax.Array):
     student_key, teacher_key = jax.random.split(rng)
-    if inputs.ndim == 4 and jnp.issubdtype(inputs.dtype, jnp.floating):
-      return translate_and_noise(inputs, student_key), translate_and_noise(inputs, teacher_key)
+    first = inputs[0]
+    if first.ndim == 4 and jnp.issubdtype(first.dtype, jnp.floating):
+      return ((translate_and_noise(first, student_key),),
+              (translate_and_noise(first, teacher_key),))
     if token_dropout:
       return drop_tokens(inputs, student_key, token_dropout), inputs
     return inputs, inputs

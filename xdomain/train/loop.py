@@ -379,24 +379,34 @@ class _Evaluator:
     return np.asarray(jax.device_get(total), np.float64)
 
   def evaluate(self, state) -> dict[str, Any]:
+    """Test metrics of the model, and with an `ema_` prefix those of its EMA
+    (the mean teacher), where the method keeps one."""
+    values = self._scores(state.params["model"], state.batch_stats)
+    logging.info("eval: source test accuracy %.4f, target test accuracy %.4f",
+                 values["source_test_accuracy"], values["target_test_accuracy"])
+    if state.ema:
+      ema = self._scores(state.ema["params"], state.ema["batch_stats"])
+      values.update({f"ema_{name}": value for name, value in ema.items()})
+      logging.info("eval (EMA): source test accuracy %.4f, target test accuracy %.4f",
+                   ema["source_test_accuracy"], ema["target_test_accuracy"])
+    return values
+
+  def _scores(self, params, batch_stats) -> dict[str, Any]:
     values = {}
     for part in ("source", "target"):
       if self.run.spec.modality == "text":
         # Macro-F1 and entity spans need the predictions themselves.
-        outputs = jax.device_get([
-            self._steps[part](state.params["model"], state.batch_stats, batch)
-            for batch in self._batches[part]])
+        outputs = jax.device_get([self._steps[part](params, batch_stats, batch)
+                                  for batch in self._batches[part]])
         confusion = np.sum([o["confusion"] for o in outputs], axis=0, dtype=np.float64)
         scores = text_pipeline.text_metrics(outputs, self.run.info.task,
                                             self.run.info.label_names)
         values.update({f"{part}_test_{name}": value for name, value in scores.items()})
       else:
-        confusion = self.confusion(part, state.params["model"], state.batch_stats)
+        confusion = self.confusion(part, params, batch_stats)
       values[f"{part}_test_accuracy"] = float(np.trace(confusion) / confusion.sum())
       per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1.0)
       values[f"{part}_test_per_class_accuracy"] = per_class.tolist()
-    logging.info("eval: source test accuracy %.4f, target test accuracy %.4f",
-                 values["source_test_accuracy"], values["target_test_accuracy"])
     return values
 
 
@@ -404,7 +414,8 @@ def _results(config: Config, evaluation: dict[str, Any], step: int) -> dict[str,
   """Every source/target test metric of the last evaluation, and what the run was."""
   return {
       **{name: value for name, value in evaluation.items()
-         if name.startswith(("source_test_", "target_test_"))},
+         if name.startswith(("source_test_", "target_test_", "ema_source_test_",
+                             "ema_target_test_"))},
       "step": step, "method": config.method, "source": config.source,
       "target": config.target, "seed": config.seed, "model": config.model,
   }

@@ -173,14 +173,13 @@ def make_train_step(model, spec: ModelSpec, method: Method,
       variables = {"params": params["model"]}
       if state.batch_stats:
         variables["batch_stats"] = state.batch_stats
-      teacher_view = None
+      teacher_inputs = None
       if method.uses_target:
         target_inputs = model_inputs(target, spec)
         if method.target_views is not None:
-          student_view, teacher_view = method.target_views(target_inputs[0], view_rng)
-          target_inputs = (student_view,) + target_inputs[1:]
+          target_inputs, teacher_inputs = method.target_views(target_inputs, view_rng)
         else:
-          teacher_view = target_inputs[0]
+          teacher_inputs = target_inputs
         inputs = _concat_inputs(source_inputs, target_inputs)
         num_target = target_inputs[0].shape[0]
       else:
@@ -201,14 +200,14 @@ def make_train_step(model, spec: ModelSpec, method: Method,
         teacher_logits = None
         if method.teacher is not None:
           teacher_logits = method.teacher.logits(
-              state.untrained["teacher"], (teacher_view,) + tuple(target_inputs[1:]),
+              state.untrained["teacher"], tuple(teacher_inputs),
               functools.partial(_apply_inference, model, spec))
         elif method.ema_decay is not None:
           teacher_variables = {"params": state.ema["params"]}
           if state.ema["batch_stats"]:
             teacher_variables["batch_stats"] = state.ema["batch_stats"]
           teacher_logits = model.apply(
-              teacher_variables, teacher_view, *target_inputs[1:], train=False,
+              teacher_variables, *teacher_inputs, train=False,
               **({"domain": "target"} if spec.domain_specific_bn else {}))
         outputs = outputs.replace(
             target_logits=_crop(logits[num_source:], target_length),
