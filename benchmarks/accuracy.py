@@ -9,7 +9,8 @@ r"""Accuracy tables: every flag file of a task over domain pairs and seeds.
 runs `experiments/<task>/<method>.flags` for each pair (overriding --source and
 --target; `--pairs=` keeps each flag file's own pair) and seed, each into
 `<root>/<task>/<pair>/<method>/seed<k>` (a finished run is reused, so an
-interrupted table resumes), and writes `benchmarks/results/accuracy_<task>.md`
+interrupted table resumes; one made with other flags, e.g. by an older version
+of its flag file, is refused, to be deleted), and writes `benchmarks/results/accuracy_<task>.md`
 (`--metric`, mean +- std over seeds, one column per pair that appears) and the
 raw results as JSON beside it. A pair splits at ':conll:' when its target is a
 `conll:` name, else at its last ':', so with CoNLL-2003 files
@@ -41,6 +42,7 @@ import shlex
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 from absl import app
@@ -187,9 +189,25 @@ def workdir_for(flagfile: str, task_dir: str, pair_dir: str, seed: str) -> str:
                       f"seed{seed}")
 
 
-def _check_same_upstreams(workdir: str, chained: dict[str, str]) -> None:
-  """A run made earlier from other upstream runs (or the file's own paths) may not be
-  reused or resumed: its results would be filed under the wrong pair or seed."""
+def _same_value(saved: Any, wanted: str) -> bool:
+  """Whether a flag given as the string `wanted` has the value `saved` (from a
+  run's config.json), in whatever spelling (1e-3 and 0.001, true and True)."""
+  if isinstance(saved, bool):
+    return wanted.lower() in (("true", "1", "") if saved else ("false", "0"))
+  if saved is None:
+    return wanted in ("", "None")
+  if isinstance(saved, (int, float)):
+    try:
+      return float(wanted) == float(saved)
+    except ValueError:
+      return False
+  return str(saved) == wanted
+
+
+def _check_same_flags(workdir: str, flags: dict[str, str], chained: dict[str, str]) -> None:
+  """A run made earlier with other flags (another version of its flag file) or
+  from other upstream runs may not be reused or resumed: its results would be
+  filed under flags, a pair or a seed that did not make them."""
   try:
     with open(os.path.join(workdir, "config.json")) as f:
       config = json.load(f)
@@ -198,6 +216,10 @@ def _check_same_upstreams(workdir: str, chained: dict[str, str]) -> None:
   for flag, path in chained.items():
     if os.path.abspath(config.get(flag) or "") != os.path.abspath(path):
       raise RuntimeError(f"{workdir} was run with --{flag}={config.get(flag)}, not {path};"
+                         " delete it to run it again.")
+  for flag, wanted in flags.items():
+    if flag not in chained and flag in config and not _same_value(config[flag], wanted):
+      raise RuntimeError(f"{workdir} was run with --{flag}={config[flag]}, not {wanted};"
                          " delete it to run it again.")
 
 
@@ -228,8 +250,8 @@ def run_chain(flagfile: str, overrides: dict[str, str], *, task_dir: str, pair_d
     run_chain(upstream, overrides, task_dir=task_dir, pair_dir=pair_dir, _chain=chain)
     chained[flag] = workdir_for(upstream, task_dir, pair_dir, overrides["seed"])
   workdir = workdir_for(flagfile, task_dir, pair_dir, overrides["seed"])
-  _check_same_upstreams(workdir, chained)
   used = dict(overrides, **chained)
+  _check_same_flags(workdir, dict(_flag_values(flagfile), **used), chained)
   return _run(flagfile, workdir, used), used
 
 

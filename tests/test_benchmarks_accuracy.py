@@ -107,6 +107,30 @@ def test_a_run_made_from_other_upstreams_is_not_reused(runs, tmp_path):
   assert [name for name, _ in runs] == ["source_only"]
 
 
+def test_a_run_made_with_other_flags_is_not_reused(runs, tmp_path):
+  flagfile = tmp_path / "method.flags"
+  flagfile.write_text("--method=source_only\n--learning_rate=1e-3\n--char_cnn=true\n")
+  finished = tmp_path / "pair" / "method" / "seed0"
+  finished.mkdir(parents=True)
+  (finished / "results.json").write_text(json.dumps({"target_test_accuracy": 0.9}))
+  overrides = dict(source="digits/uci", target="digits/mnist", seed="0")
+
+  def chain():
+    return accuracy.run_chain(str(flagfile), overrides, task_dir=str(tmp_path),
+                              pair_dir=str(tmp_path / "pair"))
+
+  # The same values in other spellings: reused.
+  saved = {"method": "source_only", "learning_rate": 0.001, "char_cnn": True,
+           "source": "digits/uci", "target": "digits/mnist", "seed": 0}
+  (finished / "config.json").write_text(json.dumps(saved))
+  assert chain()[0] == {"target_test_accuracy": 0.9}
+  for flag, other in (("char_cnn", False), ("learning_rate", 0.002), ("target", "digits/usps")):
+    (finished / "config.json").write_text(json.dumps(dict(saved, **{flag: other})))
+    with pytest.raises(RuntimeError, match=f"was run with --{flag}={other}, not"):
+      chain()
+  assert not runs
+
+
 def _write_flags(path, *upstreams):
   path.write_text("".join(f"# upstream: --init_from={u}\n" for u in upstreams)
                   + "--method=source_only\n")
