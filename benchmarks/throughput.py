@@ -6,7 +6,7 @@ batch size and XLA setting.
   python benchmarks/throughput.py --flagfile=experiments/sentiment/source_only.flags \
       --methods=source_only,mcc --batch_sizes=64
   python benchmarks/throughput.py --flagfile=experiments/pos/mean_teacher.flags \
-      --methods=source_only,mean_teacher
+      --methods=source_only,mean_teacher --length_grouping=16
 
 Without `--flagfile` it times `--model` at `--image_size` on the default digits
 pair (mean_teacher with augmentation). With `--flagfile=<experiment>.flags` it
@@ -31,6 +31,8 @@ among the first 16 batches (`length`; `compile s` is its program's); `loop`
 feeds the loader's batches as they come, every bucket's program compiled
 beforehand, and `loop lengths` counts the lengths it was fed (length:batches).
 Text rows also give tokens/s: real (unpadded) tokens through the model.
+`--length_grouping=N` times the loader that re-cuts each run of N batches by
+length (fewer long buckets in `loop lengths`).
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ _IMAGE_SIZE = flags.DEFINE_integer("image_size", 28, "Image side (without --flag
 _EXPERIMENT = flags.DEFINE_string(
     "experiment_flagfile", None,
     "Experiment flag file to time; given as --flagfile=experiments/<task>/<method>.flags.",
+    flag_values=_FLAGS)
+_LENGTH_GROUPING = flags.DEFINE_integer(
+    "length_grouping", None, "Text: --length_grouping for the runs (default: the flag file's).",
     flag_values=_FLAGS)
 _VARIANTS = flags.DEFINE_list("variants", ["default"],
                               "XLA settings to compare: " + ", ".join(VARIANTS) + ".",
@@ -247,6 +252,8 @@ def measure(config: Config, *, steps: int, repeats: int, devices=None) -> dict:
 
 def _child() -> None:
   experiment = experiment_config(_EXPERIMENT.value) if _EXPERIMENT.value else None
+  if experiment and _LENGTH_GROUPING.value is not None:
+    experiment = dataclasses.replace(experiment, length_grouping=_LENGTH_GROUPING.value)
   rows = []
   for method in _METHODS.value:
     for batch_size in map(int, _BATCH_SIZES.value):

@@ -91,6 +91,9 @@ _HELP = {
                   " from both domains' training text and saved as <workdir>/vocab.json.",
     "min_count": "Text: words seen fewer times in the training text map to <unk>.",
     "char_cnn": "Taggers: add a character CNN over each word (case kept).",
+    "length_grouping": "Text: re-cut each run of this many training batches into batches"
+                       " of similar lengths, so they pad to shorter buckets (faster;"
+                       " batches less random); 0 keeps them as drawn.",
     "log_every": "Log training metrics every this many steps.",
     "eval_every": "Evaluate on the test splits every this many steps.",
     "checkpoint_every": "Save a checkpoint every this many steps.",

@@ -55,6 +55,10 @@ def test_conll_names_are_domains(tmp_path):
     (dict(source="sentiment/movies", target="sentiment/tweets", char_cnn=True),
      "char_cnn"),
     (dict(source="sentiment/movies", target="conll:/no/such/dir"), "does not exist"),
+    (dict(source="digits/mnist", target="digits/uci", model="seed_cnn", length_grouping=4),
+     "length_grouping=4 is for text"),
+    (dict(source="sentiment/movies", target="sentiment/tweets", length_grouping=-1),
+     "length_grouping=-1 must be >= 0"),
 ])
 def test_text_config_errors_are_clear(overrides, message):
   config = Config(**dict(dict(model="bilstm", method="dann"), **overrides))
@@ -272,3 +276,39 @@ def test_text_metrics_over_batches_of_different_lengths():
         "valid": np.array([True, True, True, False])}], "classification", ("n", "p"))
   assert cls == {"accuracy": pytest.approx(2 / 3),
                  "macro_f1": pytest.approx(evaluate.macro_f1([0, 1, 1], [0, 1, 0], 2))}
+
+
+def test_length_grouping_pads_less_and_keeps_the_rows(sentiment_loader_args):
+  def lengths_and_rows(loader, steps):
+    buckets, rows = [], {"source": [], "target": []}
+    for _ in range(steps):
+      batch = next(loader)
+      buckets.append(batch["source"]["tokens"].shape[1])
+      for part in rows:  # a row's tokens identify it
+        rows[part] += [tuple(r) for r in batch[part]["tokens"][:, :8]]
+    return buckets, rows
+
+  args = dict(sentiment_loader_args, process_index=0, process_count=1)
+  plain = data.CrossDomainLoader("sentiment/products", "sentiment/tweets", **args)
+  grouped = data.CrossDomainLoader("sentiment/products", "sentiment/tweets",
+                                   length_grouping=4, **args)
+  # 3 windows of 4 batches: the same rows, re-cut into shorter batches.
+  plain_buckets, plain_rows = lengths_and_rows(plain, 12)
+  grouped_buckets, grouped_rows = lengths_and_rows(grouped, 12)
+  for part in ("source", "target"):
+    assert sorted(grouped_rows[part]) == sorted(plain_rows[part])
+  assert sum(grouped_buckets) < sum(plain_buckets)
+  # A pure function of the step: resuming gives the same batches.
+  state = grouped.get_state()
+  expected = next(grouped)
+  resumed = data.CrossDomainLoader("sentiment/products", "sentiment/tweets",
+                                   length_grouping=4, **args)
+  resumed.set_state(state)
+  again = next(resumed)
+  for part in ("source", "target"):
+    np.testing.assert_array_equal(again[part]["tokens"], expected[part]["tokens"])
+  with pytest.raises(ValueError, match="different configuration"):
+    plain.set_state(state)
+  with pytest.raises(ValueError, match="length_grouping=-1"):
+    data.CrossDomainLoader("sentiment/products", "sentiment/tweets", length_grouping=-1,
+                           **args)

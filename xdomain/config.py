@@ -87,6 +87,7 @@ class Config:
   vocab_size: int = 20000
   min_count: int = 1
   char_cnn: bool = False
+  length_grouping: int = 0
 
   log_every: int = 50
   eval_every: int = 500
@@ -148,7 +149,11 @@ class Config:
     for name in ("learning_rate",):
       if not getattr(self, name) > 0:
         raise ConfigError(f"--{name}={getattr(self, name)} must be positive.")
-    for name in ("weight_decay", "adapt_weight", "warmup_steps", "resolution"):
+    if self.length_grouping > 1 and source_info.modality != "text":
+      raise ConfigError(f"--length_grouping={self.length_grouping} is for text;"
+                        f" --source={self.source} is {source_info.modality}.")
+    for name in ("weight_decay", "adapt_weight", "warmup_steps", "resolution",
+                 "length_grouping"):
       if getattr(self, name) < 0:
         raise ConfigError(f"--{name}={getattr(self, name)} must be >= 0.")
     for name in ("momentum", "ema_decay", "confidence_threshold",

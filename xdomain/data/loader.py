@@ -64,6 +64,30 @@ def _index_stream(n: int, seed: int, batch_size: int) -> grain.MapDataset:
   return grain.MapDataset.range(n).shuffle(seed=seed).repeat().batch(batch_size)
 
 
+def _length_grouped_stream(lengths: np.ndarray, seed: int, batch_size: int, window: int,
+                           order_seed: int) -> grain.MapDataset:
+  """Like `_index_stream`, but each run of `window` consecutive batches is re-cut
+  into batches of similar lengths, so that they pad to shorter buckets.
+
+  The rows of a window are sorted by length and cut into `window` batches,
+  which then come in an order drawn from `order_seed` and the window's index:
+  the same order for both domains (one `order_seed`), so that at each step the
+  source and the target batch are of about the same length rank and their
+  common bucket stays short.
+  """
+  windows = grain.MapDataset.range(len(lengths)).shuffle(seed=seed).repeat().batch(
+      batch_size * window)
+
+  def batch(step: int) -> np.ndarray:
+    index, position = divmod(step, window)
+    rows = np.asarray(windows[index])
+    by_length = rows[np.argsort(lengths[rows], kind="stable")].reshape(window, batch_size)
+    order = np.random.default_rng([order_seed, index]).permutation(window)
+    return by_length[order[position]]
+
+  return grain.MapDataset.range(sys.maxsize).map(batch)
+
+
 class CrossDomainLoader:
   """Infinite stream of ``{'source': {...}, 'target': {...}}`` training batches.
 
@@ -87,7 +111,8 @@ class CrossDomainLoader:
                seed: int, data_dir: str | os.PathLike | None = None,
                process_index: int | None = None, process_count: int | None = None,
                source_split: str = "train", target_split: str = "train",
-               source_fraction: float = 1.0, buckets: Sequence[int] | None = None):
+               source_fraction: float = 1.0, buckets: Sequence[int] | None = None,
+               length_grouping: int = 0):
     """Loads both domains, preprocesses them once and builds the grain pipeline.
 
     Args:
@@ -110,6 +135,10 @@ class CrossDomainLoader:
         parts of every batch are cut to the smallest bucket that holds the
         longest sequence of the GLOBAL batch (both parts), so every process
         and both parts agree on one shape and jit sees few shapes.
+      length_grouping: with `buckets`, > 1 re-cuts each run of this many
+        batches of the shuffled stream into batches of similar lengths (see
+        `_length_grouped_stream`), so that fewer of them pad to the longest
+        bucket; 0 (or 1) keeps the batches as drawn.
     """
     source_info, target_info = domains.domain_info(source), domains.domain_info(target)
     domains.check_split(source_split)
@@ -129,6 +158,11 @@ class CrossDomainLoader:
         "target_split": target_split, "seed": int(seed), "batch_size": batch_size,
         "preprocess": repr(preprocess), "source_fraction": float(source_fraction),
     }
+    if length_grouping > 1:  # absent otherwise: older checkpoints still resume
+      self._config["length_grouping"] = int(length_grouping)
+    if length_grouping < 0 or (length_grouping > 1 and buckets is None):
+      raise ValueError(f"length_grouping={length_grouping} needs sequence data with"
+                       " buckets and must be >= 0")
     self._buckets = None if buckets is None else tuple(int(b) for b in buckets)
 
     source_data = domains.load_domain(source, source_split, data_dir=data_dir)
@@ -140,10 +174,16 @@ class CrossDomainLoader:
     self._target = preprocess.prepare(
         {k: v for k, v in target_data.items() if k not in target_info.label_keys})
 
-    source_seed, target_seed, augment_seed = (
-        int(s) for s in np.random.SeedSequence(int(seed)).generate_state(3))
-    self._source_order = _index_stream(_num_rows(self._source), source_seed, batch_size)
-    self._target_order = _index_stream(_num_rows(self._target), target_seed, batch_size)
+    source_seed, target_seed, augment_seed, order_seed = (
+        int(s) for s in np.random.SeedSequence(int(seed)).generate_state(4))
+    if length_grouping > 1:
+      self._source_order, self._target_order = (
+          _length_grouped_stream(part["lengths"], part_seed, batch_size, length_grouping,
+                                 order_seed)
+          for part, part_seed in ((self._source, source_seed), (self._target, target_seed)))
+    else:
+      self._source_order = _index_stream(_num_rows(self._source), source_seed, batch_size)
+      self._target_order = _index_stream(_num_rows(self._target), target_seed, batch_size)
     steps = grain.MapDataset.range(sys.maxsize).random_map(self._make_batch, seed=augment_seed)
     # One reader thread overlaps batch assembly with the training step; the
     # arrays are in memory, so more threads would only contend for the GIL.
@@ -192,7 +232,8 @@ class CrossDomainLoader:
           f"state must be a dict from CrossDomainLoader.get_state() with keys "
           f"'iterator' and 'config', got {state!r:.200}")
     theirs = state["config"]
-    diff = {k: (theirs.get(k), v) for k, v in self._config.items() if theirs.get(k) != v}
+    diff = {k: (theirs.get(k), self._config.get(k)) for k in {**theirs, **self._config}
+            if theirs.get(k) != self._config.get(k)}
     if diff:
       raise ValueError(
           "loader state comes from a loader with a different configuration "

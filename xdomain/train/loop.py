@@ -90,7 +90,8 @@ class _Run:
     return data.CrossDomainLoader(
         labelled, config.target, batch_size=config.batch_size, preprocess=self.preprocess,
         seed=config.seed, data_dir=config.data_dir, buckets=self.buckets,
-        source_fraction=config.target_labelled_fraction if few_labels else 1.0)
+        source_fraction=config.target_labelled_fraction if few_labels else 1.0,
+        length_grouping=config.length_grouping)
 
   def global_batch(self, local: Any) -> Any:
     """Process-local numpy arrays -> global arrays sharded over the mesh."""
