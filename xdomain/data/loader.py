@@ -8,6 +8,7 @@ are exactly the single-process batch, whatever the number of processes.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -78,12 +79,15 @@ def _length_grouped_stream(lengths: np.ndarray, seed: int, batch_size: int, wind
   windows = grain.MapDataset.range(len(lengths)).shuffle(seed=seed).repeat().batch(
       batch_size * window)
 
-  def batch(step: int) -> np.ndarray:
-    index, position = divmod(step, window)
+  @functools.lru_cache(maxsize=2)  # batches are read in order: one window at a time
+  def window_batches(index: int) -> np.ndarray:
     rows = np.asarray(windows[index])
     by_length = rows[np.argsort(lengths[rows], kind="stable")].reshape(window, batch_size)
-    order = np.random.default_rng([order_seed, index]).permutation(window)
-    return by_length[order[position]]
+    return by_length[np.random.default_rng([order_seed, index]).permutation(window)]
+
+  def batch(step: int) -> np.ndarray:
+    index, position = divmod(step, window)
+    return window_batches(index)[position]
 
   return grain.MapDataset.range(sys.maxsize).map(batch)
 
