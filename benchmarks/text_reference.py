@@ -31,12 +31,18 @@ from xdomain import data
 from xdomain.data import text
 from xdomain.data import text_builders
 
+# A registry of its own, joined to absl's only when run as a script: tests
+# import `lexicon_scores` beside benchmarks/accuracy.py, which defines --out too.
+_FLAGS = flags.FlagValues()
 _DOMAINS = flags.DEFINE_list(
     "domains", ["sentiment/movies", "sentiment/tweets", "sentiment/products",
-                "sentiment/editorials"], "Text classification domains (every ordered pair).")
-_C = flags.DEFINE_float("c", 10.0, "Inverse L2 strength of the logistic regression.")
+                "sentiment/editorials"], "Text classification domains (every ordered pair).",
+    flag_values=_FLAGS)
+_C = flags.DEFINE_float("c", 10.0, "Inverse L2 strength of the logistic regression.",
+                        flag_values=_FLAGS)
 _OUT = flags.DEFINE_string("out", None,
-                           "Markdown file; default benchmarks/results/reference_<family>.md.")
+                           "Markdown file; default benchmarks/results/reference_<family>.md.",
+                           flag_values=_FLAGS)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,4 +105,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  flags.FLAGS.append_flag_values(_FLAGS)
+  for name in _FLAGS:
+    flags.declare_key_flag(name)  # listed by --help
+  _FLAGS.mark_as_parsed()  # the holders read _FLAGS, whose flags absl parses
   app.run(main)
