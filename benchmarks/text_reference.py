@@ -58,10 +58,11 @@ def lexicon_scores(lexicon: dict[str, float], test: dict) -> tuple[float, float]
   """(accuracy, share of sentences without a lexicon word) of predicting
   positive where the valences of a sentence's tokens sum above 0; sentences
   that sum to 0 count as positive, the larger class of most of these domains."""
-  sums = np.array([sum(lexicon.get(token, 0.0) for token in text.tokenize(sentence))
-                   for sentence in test["text"]])
-  predictions = (sums >= 0).astype(np.int32)
-  return float(np.mean(predictions == test["label"])), float(np.mean(sums == 0))
+  valences = [[lexicon[t] for t in text.tokenize(sentence) if t in lexicon]
+              for sentence in test["text"]]
+  predictions = np.array([sum(v) >= 0 for v in valences], np.int32)
+  uncovered = np.mean([not v for v in valences])
+  return float(np.mean(predictions == test["label"])), float(uncovered)
 
 
 def main(argv):

