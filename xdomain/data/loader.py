@@ -153,6 +153,9 @@ class CrossDomainLoader:
           f"{source_info.label_names} vs {target_info.label_names}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
       raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+    if length_grouping < 0 or (length_grouping > 1 and buckets is None):
+      raise ValueError(f"length_grouping={length_grouping} needs sequence data with"
+                       " buckets and must be >= 0")
     self._lo, self._hi = _process_rows(batch_size, process_index, process_count)
     self._batch_size = batch_size
     self._preprocess = preprocess
@@ -164,9 +167,6 @@ class CrossDomainLoader:
     }
     if length_grouping > 1:  # absent otherwise: older checkpoints still resume
       self._config["length_grouping"] = int(length_grouping)
-    if length_grouping < 0 or (length_grouping > 1 and buckets is None):
-      raise ValueError(f"length_grouping={length_grouping} needs sequence data with"
-                       " buckets and must be >= 0")
     self._buckets = None if buckets is None else tuple(int(b) for b in buckets)
 
     source_data = domains.load_domain(source, source_split, data_dir=data_dir)

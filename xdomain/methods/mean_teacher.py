@@ -48,7 +48,8 @@ def drop_tokens(inputs: tuple[jax.Array, ...], rng: jax.Array, rate: float
   tokens = jnp.where(dropped, text.UNK_ID, tokens)
   if len(rest) == 2:  # character ids of a tagger's character CNN
     lengths, chars = rest
-    return tokens, lengths, jnp.where(dropped[..., None], 0, chars)
+    # Character id 0 pads too (`text.encode_chars`).
+    return tokens, lengths, jnp.where(dropped[..., None], text.PAD_ID, chars)
   return (tokens, *rest)
 
 
