@@ -34,6 +34,7 @@ when they are in the task's folder, and `--method=lm_pretrain` runs never are
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -48,6 +49,8 @@ import numpy as np
 from absl import app
 from absl import flags
 from absl import logging
+
+from xdomain.config import Config
 
 _TASK = flags.DEFINE_string("task", "digits", "Folder of flag files under experiments/.")
 _PAIRS = flags.DEFINE_list(
@@ -189,6 +192,9 @@ def workdir_for(flagfile: str, task_dir: str, pair_dir: str, seed: str) -> str:
                       f"seed{seed}")
 
 
+_CONFIG_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Config)}
+
+
 def _same_value(saved: Any, wanted: str) -> bool:
   """Whether a flag given as the string `wanted` has the value `saved` (from a
   run's config.json), in whatever spelling (1e-3 and 0.001, true and True)."""
@@ -217,6 +223,8 @@ def _check_same_flags(workdir: str, flags: dict[str, str], chained: dict[str, st
     if os.path.abspath(config.get(flag) or "") != os.path.abspath(path):
       raise RuntimeError(f"{workdir} was run with --{flag}={config.get(flag)}, not {path};"
                          " delete it to run it again.")
+  # A flag that its config.json lacks is newer than the run, which had its default.
+  config = {**_CONFIG_DEFAULTS, **config}
   for flag, wanted in flags.items():
     if flag not in chained and flag in config and not _same_value(config[flag], wanted):
       raise RuntimeError(f"{workdir} was run with --{flag}={config[flag]}, not {wanted};"

@@ -153,16 +153,13 @@ def measure(config: Config, *, steps: int, repeats: int, devices=None) -> dict:
 
   from xdomain import transfer
   from xdomain.train import loop
-  from xdomain.train import step as step_lib
 
   config.validate()
   with tempfile.TemporaryDirectory() as workdir:  # where a text run builds its vocabulary
     run = loop._Run(config, workdir, devices)  # pylint: disable=protected-access
   loader = run.training_loader()
   state = transfer.prepare_state(config, run.method, run.init_state(), run.replicated)
-  train_step = step_lib.make_train_step(run.model, run.spec, run.method, run.tx,
-                                        run.lr_schedule, transfer.regularizer(config))
-  jitted = jax.jit(train_step, in_shardings=(run.replicated, run.data_sharding, run.replicated),
+  jitted = jax.jit(run.train_step(), in_shardings=(run.replicated, run.data_sharding, run.replicated),
                    out_shardings=(run.replicated, run.replicated), donate_argnums=0)
   rng = run.step_rng
   parts = ("source", "target") if run.method.uses_target else ("source",)

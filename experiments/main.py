@@ -88,8 +88,20 @@ _HELP = {
     "max_length": "Text: tokens kept per text (longer texts are cut); batches are"
                   " padded to the smallest of 16, 32, ... max_length that fits.",
     "vocab_size": "Text: most vocabulary entries (padding and unknown included), built"
-                  " from both domains' training text and saved as <workdir>/vocab.json.",
+                  " from the training text (--vocab_from) and saved as <workdir>/vocab.json.",
     "min_count": "Text: words seen fewer times in the training text map to <unk>.",
+    "vocab_from": "Text: build the vocabulary from the training text of 'both' domains"
+                  " (methods with target terms can learn the target's own words) or of"
+                  " the 'source' alone (words it lacks are <unk>, whose embedding"
+                  " --word_dropout trains).",
+    "word_dropout": "Text: probability that a labelled training token is read as <unk>"
+                    " (its characters kept), so the model learns to tag words whose"
+                    " embedding it never trained.",
+    "teacher_unseen_as_unk": "Text, methods with a teacher (mean_teacher, pseudo_label,"
+                             " teacher): the teacher reads the target's words that the"
+                             " source's training text lacks as <unk> (their embeddings"
+                             " learnt nothing from labels); the student reads them, and"
+                             " learns them from the teacher's tags.",
     "char_cnn": "Taggers: add a character CNN over each word (case kept).",
     "length_grouping": "Text: re-cut each run of this many training batches into batches"
                        " of similar lengths, so they pad to shorter buckets (faster;"

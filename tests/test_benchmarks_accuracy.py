@@ -128,6 +128,13 @@ def test_a_run_made_with_other_flags_is_not_reused(runs, tmp_path):
     (finished / "config.json").write_text(json.dumps(dict(saved, **{flag: other})))
     with pytest.raises(RuntimeError, match=f"was run with --{flag}={other}, not"):
       chain()
+  # A run made before a flag existed had its default.
+  del saved["char_cnn"]
+  (finished / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(RuntimeError, match="was run with --char_cnn=False, not true"):
+    chain()
+  flagfile.write_text("--method=source_only\n--learning_rate=1e-3\n--char_cnn=false\n")
+  assert chain()[0] == {"target_test_accuracy": 0.9}
   assert not runs
 
 

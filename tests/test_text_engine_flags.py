@@ -11,6 +11,8 @@ import dataclasses
 import json
 import os
 
+import jax
+import numpy as np
 import pytest
 
 from tests import flagfiles
@@ -63,6 +65,7 @@ def test_text_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
     vocab = f.read()
   if flagfile.startswith(("experiments/pos", "experiments/ner")):
     assert 0.0 <= results["target_test_token_accuracy"] <= 1.0
+    assert 0.0 < results["target_test_oov_token_fraction"] < 1.0
   else:
     assert 0.0 <= results["target_test_macro_f1"] <= 1.0
   if flagfile.startswith("experiments/ner"):
@@ -78,3 +81,23 @@ def test_text_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
   assert [e["step"] for e in events if "total" in e] == [1, 2]
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["step"] == 2
+
+
+def test_a_tagger_on_one_and_eight_devices_agrees(data_dir, tmp_path):
+  # Word dropout and the teacher's <unk> reading act on the global batch: the
+  # devices' shares must not change what they draw or hide.
+  assert jax.device_count() == 8
+  config = flagfiles.config_from_flagfile(
+      "experiments/pos/mean_teacher.flags", **dict(TINY, steps=3, checkpoint_every=3,
+                                                    eval_every=3),
+      data_dir=data_dir, word_dropout=0.3, teacher_unseen_as_unk=True)
+  one = train_and_evaluate(config, str(tmp_path / "one"), devices=jax.devices()[:1])
+  eight = train_and_evaluate(config, str(tmp_path / "eight"))
+
+  def losses(workdir):
+    return [e["total"] for e in read_metrics(str(workdir)) if "total" in e]
+
+  np.testing.assert_allclose(losses(tmp_path / "one"), losses(tmp_path / "eight"), rtol=1e-4)
+  for name in ("target_test_token_accuracy", "target_test_oov_token_accuracy",
+               "ema_target_test_oov_token_accuracy"):
+    assert one[name] == pytest.approx(eight[name], abs=0.01), name

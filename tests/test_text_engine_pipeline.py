@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 
@@ -16,6 +17,8 @@ from xdomain import models
 from xdomain.config import Config
 from xdomain.config import ConfigError
 from xdomain.data import text
+from xdomain.models import inputs as model_inputs
+from xdomain.train import loop
 from xdomain.train import model_zoo
 from xdomain.train import step as step_lib
 from xdomain.train import text_pipeline
@@ -57,6 +60,14 @@ def test_conll_names_are_domains(tmp_path):
     (dict(source="sentiment/movies", target="conll:/no/such/dir"), "does not exist"),
     (dict(source="digits/mnist", target="digits/uci", model="seed_cnn", length_grouping=4),
      "length_grouping=4 is for text"),
+    (dict(source="digits/mnist", target="digits/uci", model="seed_cnn", word_dropout=0.1),
+     "word_dropout=0.1 is for text"),
+    (dict(source="sentiment/movies", target="sentiment/tweets", word_dropout=1.0),
+     r"word_dropout=1.0 must be in \[0, 1\)"),
+    (dict(source="sentiment/movies", target="sentiment/tweets", vocab_from="source",
+          teacher_unseen_as_unk=True), "teacher_unseen_as_unk is for text with --vocab_from=both"),
+    (dict(source="sentiment/movies", target="sentiment/tweets", vocab_from="target"),
+     "vocab_from='target' must be one of both, source"),
     (dict(source="sentiment/movies", target="sentiment/tweets", length_grouping=-1),
      "length_grouping=-1 must be >= 0"),
 ])
@@ -111,6 +122,34 @@ def test_vocabulary_is_saved_once_and_checked(tmp_path, monkeypatch):
   other = Config(source="sentiment/products", target="sentiment/tweets", model="bilstm")
   with pytest.raises(ConfigError, match="new --workdir"):
     text_pipeline.experiment_vocabulary(other, str(tmp_path), write=True)
+  source_alone = Config(source="sentiment/movies", target="sentiment/tweets", model="bilstm",
+                        vocab_from="source")
+  with pytest.raises(ConfigError, match="new --workdir"):
+    text_pipeline.experiment_vocabulary(source_alone, str(tmp_path), write=True)
+  # A vocabulary saved before --vocab_from existed was built from both domains.
+  with open(tmp_path / text_pipeline.VOCAB_FILE) as f:
+    record = json.load(f)
+  del record["built_from"]["vocab_from"]
+  with open(tmp_path / text_pipeline.VOCAB_FILE, "w") as f:
+    json.dump(record, f)
+  assert text_pipeline.experiment_vocabulary(config, str(tmp_path), write=True).tokens == (
+      first.tokens)
+
+
+def test_vocabulary_from_the_source_alone_leaves_target_words_unknown(monkeypatch):
+  rows = {"brown/news": {"tokens": [["The", "jury", "said"]]},
+          "brown/fiction": {"tokens": [["She", "said"]]}}
+  monkeypatch.setattr(data, "load_domain", lambda name, split, data_dir: rows[name])
+  both = Config(source="brown/news", target="brown/fiction", model="bilstm")
+  assert set(text_pipeline.build_vocabulary(both).tokens[2:]) == {"the", "jury", "said", "she"}
+  source = dataclasses.replace(both, vocab_from="source")
+  vocab = text_pipeline.build_vocabulary(source)
+  assert set(vocab.tokens[2:]) == {"the", "jury", "said"}
+  assert vocab.lookup(["She"]) == [text.UNK_ID]
+  # Out of the source's vocabulary: what its training split never holds.
+  seen = text_pipeline.source_vocabulary(both, text_pipeline.build_vocabulary(both))
+  assert [bool(seen[i]) for i in text_pipeline.build_vocabulary(both).lookup(
+      ["said", "she", "jury"])] == [True, False, True]
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +200,7 @@ def test_eval_batches_are_bucketed_and_cover_the_split(sentiment_loader_args):
     assert b["mask"].shape == (256,)
 
 
-def _tagger_setup(model_name, method_name="source_only", dropout=0.0):
+def _tagger_setup(model_name, method_name="source_only", dropout=0.0, **step_options):
   config = Config(model=model_name, method=method_name, dropout_rate=dropout,
                   embed_size=8, hidden_size=8, learning_rate=0.05, steps=10,
                   source="brown/news", target="brown/fiction")
@@ -170,7 +209,8 @@ def _tagger_setup(model_name, method_name="source_only", dropout=0.0):
   method = methods.METHODS[method_name](config)
   tx = step_lib.make_optimizer(config)
   step = jax.jit(step_lib.make_train_step(model, spec, method, tx,
-                                          step_lib.learning_rate_schedule(config)))
+                                          step_lib.learning_rate_schedule(config),
+                                          **step_options))
   return model, spec, method, tx, step
 
 
@@ -227,6 +267,59 @@ def test_tagger_padding_never_affects_the_loss(model_name, method_name):
   assert a["source_train_count"] == 8 + 5 + 2 + 7
 
 
+def test_word_dropout_reads_labelled_tokens_as_unk():
+  batch = _tag_batch(8, 8)
+  model, spec, method, tx, plain_step = _tagger_setup("bilstm", "mcc")
+  *_, dropping_step = _tagger_setup("bilstm", "mcc", word_dropout=0.5)
+  state = _init(model, spec, method, tx, batch)
+  key = jax.random.key(3)
+  # The mask the step draws: its own stream of the step's key.
+  mask_key = jax.random.fold_in(jax.random.fold_in(key, 0), step_lib._WORD_DROPOUT_STREAM)
+  source_tokens = np.asarray(batch["source"]["tokens"])
+  dropped_tokens, dropped = model_inputs.words_to_unk(source_tokens, mask_key, 0.5)
+  assert 0 < np.asarray(dropped).sum() < dropped.size
+  as_unk = {"source": dict(batch["source"], tokens=np.asarray(dropped_tokens)),
+            "target": batch["target"]}  # the unlabelled target is read as is
+  _, dropping = dropping_step(state, batch, key)
+  _, expected = plain_step(state, as_unk, key)
+  _, plain = plain_step(state, batch, key)
+  for name in ("task", "mcc"):
+    np.testing.assert_allclose(np.asarray(dropping[name]), np.asarray(expected[name]),
+                               rtol=1e-6, err_msg=name)
+  assert not np.isclose(dropping["task"], plain["task"])
+
+
+def test_teacher_reads_the_words_the_source_lacks_as_unk():
+  batch = _tag_batch(8, 8)
+  target_ids = set(np.asarray(batch["target"]["tokens"]).ravel().tolist())
+  model, spec, method, tx, plain_step = _tagger_setup("bilstm", "mean_teacher")
+  state = _init(model, spec, method, tx, batch)
+  key = jax.random.key(3)
+  _, plain = plain_step(state, batch, key)
+
+  def metrics(unseen_ids):
+    vocabulary = np.ones(20, bool)
+    vocabulary[list(unseen_ids)] = False
+    *_, step = _tagger_setup("bilstm", "mean_teacher", teacher_vocabulary=vocabulary)
+    return step(state, batch, key)[1]
+
+  # Ids that the target never holds change nothing; the target's own do, and
+  # only through the teacher (the student's task loss stays).
+  absent = metrics(set(range(2, 20)) - target_ids)
+  hidden = metrics(sorted(target_ids)[:4])
+  for name in ("task", "consistency"):
+    np.testing.assert_allclose(absent[name], plain[name], rtol=1e-6, err_msg=name)
+  np.testing.assert_allclose(hidden["task"], plain["task"], rtol=1e-6)
+  assert not np.isclose(hidden["consistency"], plain["consistency"])
+
+
+def test_teacher_unseen_as_unk_needs_a_teacher(tmp_path):
+  config = Config(source="brown/news", target="brown/fiction", model="bilstm",
+                  method="dann", teacher_unseen_as_unk=True)
+  with pytest.raises(ConfigError, match="--method=dann has none"):
+    loop.train_and_evaluate(config, str(tmp_path))
+
+
 def test_crf_step_trains_on_the_nll_and_eval_decodes_with_viterbi():
   model, spec, method, tx, step = _tagger_setup("bilstm_crf")
   batch = _tag_batch(8, 8)
@@ -271,6 +364,18 @@ def test_text_metrics_over_batches_of_different_lengths():
   assert scores["token_accuracy"] == pytest.approx(7 / 9)
   pos = text_pipeline.text_metrics([first], "tagging", ("a", "b", "c", "d", "e"))
   assert "span_f1" not in pos and pos["accuracy"] == pytest.approx(1.0)
+  # Ids 4-6 are out of the source's vocabulary: two such tokens tagged right,
+  # one wrong (padding holds id 6 too and is not counted).
+  first["tokens"] = np.array([[2, 5, 6], [3, 6, 6]])
+  second["tokens"] = np.array([[2, 2, 6, 2, 2], [6, 6, 6, 6, 6]])
+  seen = np.array([True, True, True, True, False, False, False])
+  oov = text_pipeline.text_metrics([first, second], "tagging", names, source_vocabulary=seen)
+  assert oov["oov_token_fraction"] == pytest.approx(3 / 9)
+  assert oov["oov_token_accuracy"] == pytest.approx(2 / 3)
+  assert oov["token_accuracy"] == scores["token_accuracy"]
+  none_oov = text_pipeline.text_metrics([first], "tagging", names,
+                                        source_vocabulary=np.ones(7, bool))
+  assert none_oov["oov_token_fraction"] == 0 and "oov_token_accuracy" not in none_oov
   cls = text_pipeline.text_metrics(
       [{"labels": np.array([0, 1, 1, 0]), "predictions": np.array([0, 1, 0, 1]),
         "valid": np.array([True, True, True, False])}], "classification", ("n", "p"))

@@ -16,6 +16,8 @@ LR_SCHEDULES = ("constant", "cosine", "inverse_decay")
 WEIGHT_SCHEDULES = ("constant", "dann", "rampup")
 NORMALIZATIONS = ("unit", "standardize")
 POOLINGS = ("last", "mean", "max")
+# Text: whose training text the vocabulary is built from (--vocab_from).
+VOCAB_FROM = ("both", "source")
 
 
 class ConfigError(ValueError):
@@ -86,6 +88,9 @@ class Config:
   max_length: int = 64
   vocab_size: int = 20000
   min_count: int = 1
+  vocab_from: str = "both"
+  word_dropout: float = 0.0
+  teacher_unseen_as_unk: bool = False
   char_cnn: bool = False
   length_grouping: int = 0
 
@@ -152,12 +157,25 @@ class Config:
     if self.length_grouping > 1 and source_info.modality != "text":
       raise ConfigError(f"--length_grouping={self.length_grouping} is for text;"
                         f" --source={self.source} is {source_info.modality}.")
+    if self.word_dropout and source_info.modality != "text":
+      raise ConfigError(f"--word_dropout={self.word_dropout} is for text;"
+                        f" --source={self.source} is {source_info.modality}.")
+    if self.teacher_unseen_as_unk and (source_info.modality != "text"
+                                       or self.vocab_from != "both"):
+      raise ConfigError(
+          "--teacher_unseen_as_unk is for text with --vocab_from=both (with"
+          f" --vocab_from=source every word the source lacks is <unk> already);"
+          f" got --source={self.source} ({source_info.modality}),"
+          f" --vocab_from={self.vocab_from}.")
+    if self.vocab_from not in VOCAB_FROM:
+      raise ConfigError(f"--vocab_from={self.vocab_from!r} must be one of"
+                        f" {', '.join(VOCAB_FROM)}.")
     for name in ("weight_decay", "adapt_weight", "warmup_steps", "resolution",
                  "length_grouping"):
       if getattr(self, name) < 0:
         raise ConfigError(f"--{name}={getattr(self, name)} must be >= 0.")
     for name in ("momentum", "ema_decay", "confidence_threshold",
-                 "dropout_rate", "token_dropout"):
+                 "dropout_rate", "token_dropout", "word_dropout"):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ConfigError(
             f"--{name}={getattr(self, name)} must be in [0, 1).")

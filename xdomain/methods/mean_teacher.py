@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from xdomain import losses
 from xdomain.data import text
 from xdomain.methods import base
+from xdomain.models import inputs as model_inputs
 from xdomain.config import Config
 
 MAX_SHIFT = 2  # pixels of random translation per view
@@ -44,8 +45,7 @@ def drop_tokens(inputs: tuple[jax.Array, ...], rng: jax.Array, rate: float
   padding, so neither the embedding nor the character CNN sees the word;
   padding stays padding."""
   tokens, *rest = inputs
-  dropped = jax.random.bernoulli(rng, rate, tokens.shape) & (tokens != text.PAD_ID)
-  tokens = jnp.where(dropped, text.UNK_ID, tokens)
+  tokens, dropped = model_inputs.words_to_unk(tokens, rng, rate, text.UNK_ID)
   if len(rest) == 2:  # character ids of a tagger's character CNN
     lengths, chars = rest
     # Character id 0 pads too (`text.encode_chars`).

@@ -41,6 +41,17 @@ def check_tokens(tokens, lengths) -> None:
           f"and max {values.max()}.")
 
 
+def words_to_unk(tokens, rng, rate: float, unk_id: int = 1):
+  """Replaces each real token of tokens int [B, L] (padding: id 0) by `unk_id`
+  with probability `rate`.
+
+  Returns:
+    The new tokens, and bool [B, L]: True where a token was replaced.
+  """
+  dropped = jax.random.bernoulli(rng, rate, tokens.shape) & (tokens != 0)
+  return jnp.where(dropped, unk_id, tokens), dropped
+
+
 def sequence_mask(lengths, max_length: int):
   """Returns bool [B, L]: True at positions t < lengths[b]."""
   return jnp.arange(max_length)[None, :] < lengths[:, None]

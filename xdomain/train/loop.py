@@ -58,6 +58,11 @@ class _Run:
     self.replicated = NamedSharding(self.mesh, P())
     self.spec = model_zoo.MODELS[config.model]
     self.method = methods.METHODS[config.method](config)
+    if config.teacher_unseen_as_unk and (self.method.teacher is None
+                                        and self.method.ema_decay is None):
+      raise ConfigError(
+          f"--teacher_unseen_as_unk is for methods with a teacher (mean_teacher,"
+          f" pseudo_label, teacher); --method={config.method} has none.")
     self.info = data.domain_info(config.source)
     # Sequence batches are cut to these lengths (None: images).
     self.buckets = None
@@ -92,6 +97,20 @@ class _Run:
         seed=config.seed, data_dir=config.data_dir, buckets=self.buckets,
         source_fraction=config.target_labelled_fraction if few_labels else 1.0,
         length_grouping=config.length_grouping)
+
+  @functools.cached_property
+  def source_vocabulary(self) -> np.ndarray:
+    """Text: bool [vocab size], the token ids of the source's training split."""
+    return text_pipeline.source_vocabulary(self.config, self.preprocess.vocab)
+
+  def train_step(self):
+    """The pure train step of this run (`step.make_train_step`), to be jitted."""
+    config = self.config
+    return step_lib.make_train_step(
+        self.model, self.spec, self.method, self.tx, self.lr_schedule,
+        transfer.regularizer(config), word_dropout=config.word_dropout,
+        teacher_vocabulary=(self.source_vocabulary if config.teacher_unseen_as_unk
+                            else None))
 
   def global_batch(self, local: Any) -> Any:
     """Process-local numpy arrays -> global arrays sharded over the mesh."""
@@ -182,9 +201,7 @@ def train_and_evaluate(config: Config, workdir: str, *,
   evaluator = _Evaluator(run)
 
   train_step = jax.jit(
-      step_lib.make_train_step(run.model, run.spec, run.method, run.tx, run.lr_schedule,
-                               transfer.regularizer(config)),
-      in_shardings=(run.replicated, run.data_sharding, run.replicated),
+      run.train_step(), in_shardings=(run.replicated, run.data_sharding, run.replicated),
       out_shardings=(run.replicated, run.replicated), donate_argnums=0)
 
   stop = threading.Event()
@@ -333,6 +350,9 @@ class _Evaluator:
     self._batches = {}
     self._steps = {}
     self._feature_fns = {}
+    self._source_vocabulary = None
+    if run.spec.modality == "text" and run.info.task == "tagging":
+      self._source_vocabulary = run.source_vocabulary
     for part, domain in (("source", config.source), ("target", config.target)):
       local = data.eval_batches(domain, "test", batch_size=config.eval_batch_size,
                                 preprocess=run.preprocess, data_dir=config.data_dir,
@@ -401,7 +421,8 @@ class _Evaluator:
                                   for batch in self._batches[part]])
         confusion = np.sum([o["confusion"] for o in outputs], axis=0, dtype=np.float64)
         scores = text_pipeline.text_metrics(outputs, self.run.info.task,
-                                            self.run.info.label_names)
+                                            self.run.info.label_names,
+                                            source_vocabulary=self._source_vocabulary)
         values.update({f"{part}_test_{name}": value for name, value in scores.items()})
       else:
         confusion = self.confusion(part, params, batch_stats)

@@ -18,11 +18,15 @@ import optax
 
 from xdomain import losses
 from xdomain.config import Config
+from xdomain.data import text
 from xdomain.methods import Method
 from xdomain.methods import Outputs
+from xdomain.models import inputs as inputs_lib
 from xdomain.train.model_zoo import ModelSpec
 
 Batch = Mapping[str, Mapping[str, jax.Array]]
+# fold_in data of the step key that draws the word-dropout mask.
+_WORD_DROPOUT_STREAM = 1
 
 
 @flax.struct.dataclass
@@ -147,12 +151,20 @@ def _task_loss(logits: jax.Array, labels: jax.Array, mask: jax.Array | None):
 
 def make_train_step(model, spec: ModelSpec, method: Method,
                     tx: optax.GradientTransformation, lr_schedule: optax.Schedule,
-                    regularizer: Callable[[Any, Any], Mapping[str, jax.Array]] | None = None
+                    regularizer: Callable[[Any, Any], Mapping[str, jax.Array]] | None = None,
+                    *, word_dropout: float = 0.0, teacher_vocabulary: Any = None
                     ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict]]:
   """Builds the pure `train_step(state, batch, rng) -> (state, metrics)`.
 
   `regularizer(model_params, untrained) -> {name: scalar}` adds terms of
   weight 1 on the parameters themselves (L2-SP, see `transfer.regularizer`).
+  `word_dropout` (text): each labelled token is read as <unk> with this
+  probability (its characters stay), so the model learns to tag the words
+  whose embedding it never trained from their spelling and context.
+  `teacher_vocabulary` (text, methods with a teacher): bool [vocab size]; the
+  teacher reads the target's other token ids as <unk>, for their embeddings
+  learnt nothing from labels, while the student reads them and so learns
+  them from the teacher's tags (`--teacher_unseen_as_unk`).
 
   The model runs once over the source and target parts together (batch norm
   sees both domains, as in the reference implementations). A step whose loss
@@ -167,6 +179,12 @@ def make_train_step(model, spec: ModelSpec, method: Method,
     source_labels = source["tags"] if "tags" in source else source["label"]
     source_mask = token_mask(source, source_labels)
     source_inputs = model_inputs(source, spec)
+    if word_dropout:
+      # Its own stream, so the other random draws match runs without it.
+      tokens, _ = inputs_lib.words_to_unk(
+          source_inputs[0], jax.random.fold_in(rng, _WORD_DROPOUT_STREAM), word_dropout,
+          text.UNK_ID)
+      source_inputs = (tokens, *source_inputs[1:])
     num_source = source_inputs[0].shape[0]
 
     def loss_fn(params):
@@ -180,6 +198,10 @@ def make_train_step(model, spec: ModelSpec, method: Method,
           target_inputs, teacher_inputs = method.target_views(target_inputs, view_rng)
         else:
           teacher_inputs = target_inputs
+        if teacher_vocabulary is not None:
+          tokens = teacher_inputs[0]
+          teacher_inputs = (jnp.where(jnp.asarray(teacher_vocabulary)[tokens], tokens,
+                                      text.UNK_ID), *teacher_inputs[1:])
         inputs = _concat_inputs(source_inputs, target_inputs)
         num_target = target_inputs[0].shape[0]
       else:
@@ -277,8 +299,8 @@ def make_eval_step(model, spec: ModelSpec, num_classes: int, domain: str):
 
   Returns the confusion-matrix sum over the batch's real examples (or tokens),
   from which the host forms exact accuracies over all batches; text models
-  also return `predictions`, `labels` and `valid` ([B] or [B, L]) for the
-  host's macro-F1 and entity span scores. Predictions are the argmax, or
+  also return `predictions`, `labels`, `valid` ([B] or [B, L]) and `tokens`
+  for the host's macro-F1, entity span and out-of-vocabulary scores. Predictions are the argmax, or
   `spec.predict` (e.g. Viterbi decoding with a CRF).
   """
 
@@ -303,7 +325,8 @@ def make_eval_step(model, spec: ModelSpec, num_classes: int, domain: str):
     # confusion[i, j]: real examples (or tokens) of class i predicted as j.
     sums = {"confusion": jnp.einsum("...i,...j->ij", true, predicted)}
     if spec.modality == "text":
-      sums.update(predictions=predictions.astype(jnp.int32), labels=labels, valid=valid)
+      sums.update(predictions=predictions.astype(jnp.int32), labels=labels, valid=valid,
+                  tokens=batch["tokens"])
     return sums
 
   return eval_step

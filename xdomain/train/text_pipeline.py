@@ -56,9 +56,12 @@ def _token_lists(domain_data: Mapping[str, Any], lowercase: bool) -> list[list[s
 
 
 def build_vocabulary(config: Config) -> text.Vocabulary:
-  """The vocabulary of `config`'s source and target training splits."""
+  """The vocabulary of `config`'s source and target training splits (the
+  source's alone with `--vocab_from=source`)."""
   token_lists = []
-  for name in (config.source, config.target):
+  domains = (config.source,) if config.vocab_from == "source" else (config.source,
+                                                                     config.target)
+  for name in domains:
     token_lists += _token_lists(
         data.load_domain(name, "train", data_dir=config.data_dir), lowercase=True)
   return text.Vocabulary.build(token_lists, min_count=config.min_count,
@@ -67,7 +70,7 @@ def build_vocabulary(config: Config) -> text.Vocabulary:
 
 def _vocab_record(config: Config) -> dict[str, Any]:
   """What a saved vocabulary was built from; checked when it is read back."""
-  return {"source": config.source, "target": config.target,
+  return {"source": config.source, "target": config.target, "vocab_from": config.vocab_from,
           "min_count": config.min_count, "vocab_size": config.vocab_size}
 
 
@@ -90,6 +93,8 @@ def experiment_vocabulary(config: Config, workdir: str, *, write: bool) -> text.
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       saved = json.load(f).get("built_from")
+    if isinstance(saved, dict):
+      saved.setdefault("vocab_from", "both")  # written before --vocab_from existed
     if saved != _vocab_record(config):
       raise ConfigError(
           f"{path} was built for {saved}, not for this run's"
@@ -191,8 +196,24 @@ def sample_inputs(config: Config, task: str) -> dict[str, np.ndarray]:
   return part
 
 
+def source_vocabulary(config: Config, vocab: text.Vocabulary) -> np.ndarray:
+  """bool [len(vocab)]: which token ids the source's training split holds
+  (and padding).
+
+  A tagger's errors on the target gather on the words that the source never
+  labelled; `text_metrics` scores those tokens apart (`oov_token_accuracy`).
+  """
+  seen = np.zeros(len(vocab), bool)
+  seen[text.PAD_ID] = True  # padding is never a word to score or hide
+  for tokens in _token_lists(data.load_domain(config.source, "train",
+                                              data_dir=config.data_dir), lowercase=False):
+    seen[vocab.lookup(tokens)] = True
+  return seen
+
+
 def text_metrics(outputs: Sequence[Mapping[str, np.ndarray]], task: str,
-                 label_names: Sequence[str]) -> dict[str, float]:
+                 label_names: Sequence[str], *,
+                 source_vocabulary: np.ndarray | None = None) -> dict[str, float]:
   """Scores of one split from the eval step's per-batch outputs.
 
   Args:
@@ -201,11 +222,16 @@ def text_metrics(outputs: Sequence[Mapping[str, np.ndarray]], task: str,
       examples); batches may have different L.
     task: 'classification' or 'tagging'.
     label_names: class or tag names.
+    source_vocabulary: tagging only: `source_vocabulary(...)`; the outputs
+      then also hold `tokens` (int [B, L] token ids).
 
   Returns:
     Classification: `{'accuracy', 'macro_f1'}`. Tagging: `{'accuracy',
     'token_accuracy'}`, plus `span_precision`, `span_recall`, `span_f1` and
-    `span_f1/<type>` when the tags are BIO tags (NER).
+    `span_f1/<type>` when the tags are BIO tags (NER), and with
+    `source_vocabulary` the accuracy on the tokens whose word the source's
+    training split lacks (`oov_token_accuracy`, left out where there are
+    none) and their share of all tokens (`oov_token_fraction`).
   """
   if task == "classification":
     true = np.concatenate([o["labels"][o["valid"]] for o in outputs])
@@ -218,6 +244,12 @@ def text_metrics(outputs: Sequence[Mapping[str, np.ndarray]], task: str,
     return np.concatenate([np.pad(r, ((0, 0), (0, length - r.shape[1]))) for r in rows])
 
   names = tuple(label_names) if "O" in label_names else None
-  scores = evaluate.tagging_metrics(stack("labels"), stack("predictions"),
-                                    stack("valid"), names)
-  return {"accuracy": scores["token_accuracy"], **scores}
+  true, pred, valid = stack("labels"), stack("predictions"), stack("valid")
+  scores = evaluate.tagging_metrics(true, pred, valid, names)
+  scores["accuracy"] = scores["token_accuracy"]
+  if source_vocabulary is not None:
+    oov = valid & ~source_vocabulary[stack("tokens")]
+    scores["oov_token_fraction"] = float(oov.sum() / max(valid.sum(), 1))
+    if oov.any():
+      scores["oov_token_accuracy"] = evaluate.token_accuracy(true, pred, oov)
+  return scores
