@@ -299,9 +299,10 @@ def make_eval_step(model, spec: ModelSpec, num_classes: int, domain: str):
 
   Returns the confusion-matrix sum over the batch's real examples (or tokens),
   from which the host forms exact accuracies over all batches; text models
-  also return `predictions`, `labels`, `valid` ([B] or [B, L]) and `tokens`
-  for the host's macro-F1, entity span and out-of-vocabulary scores. Predictions are the argmax, or
-  `spec.predict` (e.g. Viterbi decoding with a CRF).
+  also return `predictions`, `labels` and `valid` ([B] or [B, L]) for the
+  host's macro-F1 and entity span scores, and taggers their `tokens` for the
+  out-of-vocabulary scores. Predictions are the argmax, or `spec.predict`
+  (e.g. Viterbi decoding with a CRF).
   """
 
   def eval_step(params, batch_stats, batch):
@@ -325,8 +326,9 @@ def make_eval_step(model, spec: ModelSpec, num_classes: int, domain: str):
     # confusion[i, j]: real examples (or tokens) of class i predicted as j.
     sums = {"confusion": jnp.einsum("...i,...j->ij", true, predicted)}
     if spec.modality == "text":
-      sums.update(predictions=predictions.astype(jnp.int32), labels=labels, valid=valid,
-                  tokens=batch["tokens"])
+      sums.update(predictions=predictions.astype(jnp.int32), labels=labels, valid=valid)
+      if labels.ndim == 2:
+        sums["tokens"] = batch["tokens"]
     return sums
 
   return eval_step

@@ -202,6 +202,8 @@ def source_vocabulary(config: Config, vocab: text.Vocabulary) -> np.ndarray:
 
   A tagger's errors on the target gather on the words that the source never
   labelled; `text_metrics` scores those tokens apart (`oov_token_accuracy`).
+  The words are told apart by id: with `--min_count` > 1 the source's rare
+  words make <unk> "seen", and the target's words that are <unk> count so too.
   """
   seen = np.zeros(len(vocab), bool)
   seen[text.PAD_ID] = True  # padding is never a word to score or hide
