@@ -159,7 +159,8 @@ def measure(config: Config, *, steps: int, repeats: int, devices=None) -> dict:
     run = loop._Run(config, workdir, devices)  # pylint: disable=protected-access
   loader = run.training_loader()
   state = transfer.prepare_state(config, run.method, run.init_state(), run.replicated)
-  jitted = jax.jit(run.train_step(), in_shardings=(run.replicated, run.data_sharding, run.replicated),
+  train_step = run.train_step()
+  jitted = jax.jit(train_step, in_shardings=(run.replicated, run.data_sharding, run.replicated),
                    out_shardings=(run.replicated, run.replicated), donate_argnums=0)
   rng = run.step_rng
   parts = ("source", "target") if run.method.uses_target else ("source",)

@@ -26,8 +26,11 @@ def runs(monkeypatch):
     values = dict(arg[2:].split("=", 1) for arg in command[2:])
     started.append((os.path.basename(values["flagfile"])[:-len(".flags")], values))
     os.makedirs(values["workdir"])
+    # What a run writes: every flag it ran with, its flag file's included.
+    config = dict(accuracy._flag_values(values["flagfile"]), init_from=None, teacher=None)
+    config.update((k, v) for k, v in values.items() if k not in ("flagfile", "workdir"))
     with open(os.path.join(values["workdir"], "config.json"), "w") as f:
-      json.dump({"init_from": values.get("init_from"), "teacher": values.get("teacher")}, f)
+      json.dump(config, f)
     results = {"target_test_accuracy": 0.5 + 0.1 * int(values["seed"]),
                "target_test_macro_f1": 0.25}
     if values["flagfile"].endswith("mean_teacher.flags"):  # runs that keep an EMA
