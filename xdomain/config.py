@@ -160,16 +160,16 @@ class Config:
     if self.word_dropout and source_info.modality != "text":
       raise ConfigError(f"--word_dropout={self.word_dropout} is for text;"
                         f" --source={self.source} is {source_info.modality}.")
+    if self.vocab_from not in VOCAB_FROM:
+      raise ConfigError(f"--vocab_from={self.vocab_from!r} must be one of"
+                        f" {', '.join(VOCAB_FROM)}.")
     if self.teacher_unseen_as_unk and (source_info.modality != "text"
                                        or self.vocab_from != "both"):
       raise ConfigError(
           "--teacher_unseen_as_unk is for text with --vocab_from=both (with"
-          f" --vocab_from=source every word the source lacks is <unk> already);"
+          " --vocab_from=source every word the source lacks is <unk> already);"
           f" got --source={self.source} ({source_info.modality}),"
           f" --vocab_from={self.vocab_from}.")
-    if self.vocab_from not in VOCAB_FROM:
-      raise ConfigError(f"--vocab_from={self.vocab_from!r} must be one of"
-                        f" {', '.join(VOCAB_FROM)}.")
     for name in ("weight_decay", "adapt_weight", "warmup_steps", "resolution",
                  "length_grouping"):
       if getattr(self, name) < 0:

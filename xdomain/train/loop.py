@@ -61,7 +61,7 @@ class _Run:
     if config.teacher_unseen_as_unk and (self.method.teacher is None
                                         and self.method.ema_decay is None):
       raise ConfigError(
-          f"--teacher_unseen_as_unk is for methods with a teacher (mean_teacher,"
+          "--teacher_unseen_as_unk is for methods with a teacher (mean_teacher,"
           f" pseudo_label, teacher); --method={config.method} has none.")
     self.info = data.domain_info(config.source)
     # Sequence batches are cut to these lengths (None: images).
@@ -350,9 +350,6 @@ class _Evaluator:
     self._batches = {}
     self._steps = {}
     self._feature_fns = {}
-    self._source_vocabulary = None
-    if run.spec.modality == "text" and run.info.task == "tagging":
-      self._source_vocabulary = run.source_vocabulary
     for part, domain in (("source", config.source), ("target", config.target)):
       local = data.eval_batches(domain, "test", batch_size=config.eval_batch_size,
                                 preprocess=run.preprocess, data_dir=config.data_dir,
@@ -412,6 +409,10 @@ class _Evaluator:
                    ema["source_test_accuracy"], ema["target_test_accuracy"])
     return values
 
+  def _oov_vocabulary(self) -> np.ndarray | None:
+    """Taggers are also scored on the words their source lacks."""
+    return self.run.source_vocabulary if self.run.info.task == "tagging" else None
+
   def _scores(self, params, batch_stats) -> dict[str, Any]:
     values = {}
     for part in ("source", "target"):
@@ -422,7 +423,7 @@ class _Evaluator:
         confusion = np.sum([o["confusion"] for o in outputs], axis=0, dtype=np.float64)
         scores = text_pipeline.text_metrics(outputs, self.run.info.task,
                                             self.run.info.label_names,
-                                            source_vocabulary=self._source_vocabulary)
+                                            source_vocabulary=self._oov_vocabulary())
         values.update({f"{part}_test_{name}": value for name, value in scores.items()})
       else:
         confusion = self.confusion(part, params, batch_stats)

@@ -58,9 +58,10 @@ def _token_lists(domain_data: Mapping[str, Any], lowercase: bool) -> list[list[s
 def build_vocabulary(config: Config) -> text.Vocabulary:
   """The vocabulary of `config`'s source and target training splits (the
   source's alone with `--vocab_from=source`)."""
+  domains = [config.source]
+  if config.vocab_from == "both":
+    domains.append(config.target)
   token_lists = []
-  domains = (config.source,) if config.vocab_from == "source" else (config.source,
-                                                                     config.target)
   for name in domains:
     token_lists += _token_lists(
         data.load_domain(name, "train", data_dir=config.data_dir), lowercase=True)
