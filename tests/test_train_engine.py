@@ -97,13 +97,14 @@ _WORKER = textwrap.dedent("""
     import sys
     from xdomain.config import Config
     from xdomain.train import train_and_evaluate
-    address, process_id, workdir, data_dir = sys.argv[1:]
-    config = Config(method="dann", steps=3, batch_size=16, eval_batch_size=64,
-                    log_every=1, eval_every=3, checkpoint_every=3,
+    address, process_id, workdir, data_dir, steps = sys.argv[1:]
+    config = Config(method="dann", steps=int(steps), batch_size=16, eval_batch_size=64,
+                    log_every=1, eval_every=int(steps), checkpoint_every=int(steps),
                     discriminator_hidden=32, data_dir=data_dir,
                     coordinator_address=address, num_processes=2,
                     process_id=int(process_id))
-    train_and_evaluate(config, workdir)
+    results = train_and_evaluate(config, workdir)
+    sys.exit(128 + 15 if results.get("interrupted") else 0)
 """)
 
 
@@ -113,23 +114,59 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one(data_dir, tmp_path):
+def _start_two_processes(workdir, data_dir, steps: int) -> list[subprocess.Popen]:
+  """Two processes of one device each train `tiny`'s DANN run in `workdir`."""
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=1")
   address = f"127.0.0.1:{_free_port()}"
-  workers = [subprocess.Popen(
-      [sys.executable, "-c", _WORKER, address, str(i), str(tmp_path / "two"), data_dir],
+  return [subprocess.Popen(
+      [sys.executable, "-c", _WORKER, address, str(i), str(workdir), data_dir, str(steps)],
       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
       for i in range(2)]
-  outputs = [w.communicate(timeout=300)[0] for w in workers]
+
+
+def _finish(workers, returncode: int) -> None:
+  try:
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+  finally:  # a hung process must not outlive the test
+    for worker in workers:
+      worker.kill()
   for worker, output in zip(workers, outputs):
-    assert worker.returncode == 0, output[-3000:]
-  single = tiny(data_dir, steps=3, checkpoint_every=3, eval_every=3)
+    assert worker.returncode == returncode, output[-3000:]
+
+
+def assert_matches_one_process(workdir, data_dir, tmp_path, steps: int) -> None:
+  single = tiny(data_dir, steps=steps, checkpoint_every=steps, eval_every=steps)
   train_and_evaluate(single, str(tmp_path / "one"), devices=jax.devices()[:2])
-  np.testing.assert_allclose(list(losses_by_step(tmp_path / "two").values()),
+  np.testing.assert_allclose(list(losses_by_step(workdir).values()),
                              list(losses_by_step(tmp_path / "one").values()), rtol=1e-4)
-  assert_trees_close(checkpoint.load_params(tmp_path / "two"),
+  assert_trees_close(checkpoint.load_params(workdir),
                      checkpoint.load_params(tmp_path / "one"), rtol=1e-3, atol=1e-5)
+
+
+def test_two_processes_match_one(data_dir, tmp_path):
+  _finish(_start_two_processes(tmp_path / "two", data_dir, steps=3), returncode=0)
+  assert_matches_one_process(tmp_path / "two", data_dir, tmp_path, steps=3)
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(data_dir, tmp_path):
+  # Saving is collective: had process 1 stopped alone, process 0 would wait for
+  # it forever (or save a step that process 1 never reached).
+  workdir = tmp_path / "two"
+  workers = _start_two_processes(workdir, data_dir, steps=100000)
+  deadline = time.time() + 240
+  while not any("total" in e for e in _events(workdir)):
+    if time.time() > deadline or any(w.poll() is not None for w in workers):
+      _finish(workers, returncode=0)  # kills the other one and shows the outputs
+      pytest.fail("the two processes did not start training")
+    time.sleep(0.5)
+  workers[1].send_signal(signal.SIGTERM)
+  _finish(workers, returncode=128 + signal.SIGTERM)
+  steps = [int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit()]
+  assert len(steps) == 1 and 1 <= steps[0] < 100000
+  # Resumed by both processes, the run ends where an unbroken one ends.
+  _finish(_start_two_processes(workdir, data_dir, steps=steps[0] + 2), returncode=0)
+  assert_matches_one_process(workdir, data_dir, tmp_path, steps=steps[0] + 2)
 
 
 def test_sigterm_saves_a_checkpoint_to_resume_from(data_dir, tmp_path):

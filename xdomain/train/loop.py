@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -205,7 +206,7 @@ def train_and_evaluate(config: Config, workdir: str, *,
       out_shardings=(run.replicated, run.replicated), donate_argnums=0)
 
   stop = threading.Event()
-  previous_handler = _install_sigterm(stop)
+  previous_handler = _install_sigterm(stop) if jax.process_count() == 1 else None
   try:
     results, state = _train(run, state, loader, manager, meta, writer, evaluator,
                             train_step, start_step, stop)
@@ -232,6 +233,20 @@ def _install_sigterm(stop: threading.Event):
   if threading.current_thread() is not threading.main_thread():
     return None
   return signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+
+
+def _preempted(stop: threading.Event, step: int) -> bool:
+  """Whether to save a checkpoint and stop after `step`.
+
+  One process reads its own SIGTERM handler. Several must all stop at the same
+  step, as saving is collective: one process stopping alone would leave the
+  others waiting in the save forever. JAX's preemption service catches SIGTERM
+  in every process (so no Python handler is installed) and picks a step that
+  every process reaches; it must be asked at every step.
+  """
+  if jax.process_count() == 1:
+    return stop.is_set()
+  return multihost_utils.reached_preemption_sync_point(step)
 
 
 def _train(run: _Run, state, loader, manager, meta, writer, evaluator, train_step,
@@ -267,7 +282,7 @@ def _train(run: _Run, state, loader, manager, meta, writer, evaluator, train_ste
     step += 1
     interval_steps += 1
     done = step >= config.steps
-    interrupted = stop.is_set() and not done
+    interrupted = not done and _preempted(stop, step)
     if step % config.log_every == 0 or done or interrupted:
       values = _average(pending, step)  # raises NonFiniteLossError
       pending = []
@@ -286,8 +301,8 @@ def _train(run: _Run, state, loader, manager, meta, writer, evaluator, train_ste
       checkpoint.save(manager, step, state, loader.get_state(), meta, force=True)
     if interrupted:
       manager.wait_until_finished()
-      logging.warning("SIGTERM: saved the checkpoint at step %d; rerun with the same"
-                      " --workdir to resume.", step)
+      logging.warning("SIGTERM (in this or another process): saved the checkpoint at"
+                      " step %d; rerun with the same --workdir to resume.", step)
       return {"interrupted": True, "step": step}, state
     if done:
       break
