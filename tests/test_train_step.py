@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from xdomain import losses
 from xdomain import methods
+from xdomain import transfer
 from xdomain.config import Config
 from xdomain.train import model_zoo
 from xdomain.train import step as step_lib
@@ -23,7 +25,7 @@ def _setup(method_name: str, **overrides):
   spec = model_zoo.MODELS[config.model]
   model = spec.build(config, NUM_CLASSES)
   method = methods.METHODS[method_name](config)
-  tx = step_lib.make_optimizer(config)
+  tx = transfer.make_optimizer(config, step_lib.make_optimizer)
   rng = np.random.default_rng(0)
   batch = {
       "source": {"image": rng.uniform(size=(8, 28, 28, 1)).astype(np.float32),
@@ -132,3 +134,21 @@ def test_mean_teacher_views_of_text_drop_student_tokens_only():
   images = jnp.zeros((2, 8, 8, 1))
   (student,), (teacher,) = mean_teacher.make_views(0.25)((images,), jax.random.key(0))
   assert not np.array_equal(student, teacher)  # independent noisy views
+
+
+def test_frozen_batch_norm_layers_keep_their_weights_and_follow_the_batch():
+  # As the README says (--freeze): parameters stay, running statistics move.
+  _, state, batch, train_step = _setup("source_only", model="resnet", freeze="backbone/.*")
+  new_state, _ = train_step(state, batch, jax.random.key(1))
+  before, after = (flax.traverse_util.flatten_dict(jax.device_get(s), sep="/")
+                   for s in (state.params["model"], new_state.params["model"]))
+  for path in before:
+    if path.startswith("backbone/"):
+      np.testing.assert_array_equal(after[path], before[path], err_msg=path)
+    else:
+      assert not np.array_equal(after[path], before[path]), path
+  stats_before, stats_after = (flax.traverse_util.flatten_dict(jax.device_get(s), sep="/")
+                               for s in (state.batch_stats, new_state.batch_stats))
+  assert any("norm" in path for path in stats_before)
+  for path in stats_before:
+    assert not np.allclose(stats_after[path], stats_before[path]), path
