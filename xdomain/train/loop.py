@@ -207,6 +207,9 @@ def train_and_evaluate(config: Config, workdir: str, *,
 
   stop = threading.Event()
   previous_handler = _install_sigterm(stop) if jax.process_count() == 1 else None
+  if jax.process_count() > 1 and not jax.config.jax_enable_preemption_service:
+    logging.warning("jax_enable_preemption_service is off: SIGTERM will end these"
+                    " processes without saving a checkpoint.")
   try:
     results, state = _train(run, state, loader, manager, meta, writer, evaluator,
                             train_step, start_step, stop)
@@ -246,6 +249,8 @@ def _preempted(stop: threading.Event, step: int) -> bool:
   """
   if jax.process_count() == 1:
     return stop.is_set()
+  if not jax.config.jax_enable_preemption_service:
+    return False  # SIGTERM ends the processes unsaved (warned at the start)
   return multihost_utils.reached_preemption_sync_point(step)
 
 
