@@ -129,7 +129,8 @@ def _finish(workers, returncode: int) -> None:
   try:
     outputs = [w.communicate(timeout=300)[0] for w in workers]
   finally:  # a hung process must not outlive the test
-    _kill(workers)
+    for worker in workers:
+      worker.kill()
   for worker, output in zip(workers, outputs):
     assert worker.returncode == returncode, output[-3000:]
 

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 
@@ -205,14 +206,10 @@ def train_and_evaluate(config: Config, workdir: str, *,
       run.train_step(), in_shardings=(run.replicated, run.data_sharding, run.replicated),
       out_shardings=(run.replicated, run.replicated), donate_argnums=0)
 
-  stop = threading.Event()
-  previous_handler = _install_sigterm(stop) if jax.process_count() == 1 else None
-  if jax.process_count() > 1 and not jax.config.jax_enable_preemption_service:
-    logging.warning("jax_enable_preemption_service is off: SIGTERM will end these"
-                    " processes without saving a checkpoint.")
+  preempted, previous_handler = _watch_for_sigterm()
   try:
     results, state = _train(run, state, loader, manager, meta, writer, evaluator,
-                            train_step, start_step, stop)
+                            train_step, start_step, preempted)
   finally:
     if previous_handler is not None:
       signal.signal(signal.SIGTERM, previous_handler)
@@ -231,31 +228,32 @@ def train_and_evaluate(config: Config, workdir: str, *,
   return results
 
 
-def _install_sigterm(stop: threading.Event):
-  """Makes SIGTERM set `stop` (main thread only); returns the previous handler."""
-  if threading.current_thread() is not threading.main_thread():
-    return None
-  return signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+def _watch_for_sigterm() -> tuple[Callable[[int], bool], Any]:
+  """`(preempted, previous SIGTERM handler)`.
 
-
-def _preempted(stop: threading.Event, step: int) -> bool:
-  """Whether to save a checkpoint and stop after `step`.
-
-  One process reads its own SIGTERM handler. Several must all stop at the same
-  step, as saving is collective: one process stopping alone would leave the
-  others waiting in the save forever. JAX's preemption service catches SIGTERM
-  in every process (so no Python handler is installed) and picks a step that
-  every process reaches; it must be asked at every step.
+  `preempted(step)` says whether to save a checkpoint and stop after `step`.
+  One process sets a flag from its own SIGTERM handler (main thread only).
+  Several must all stop at the same step, as saving is collective: one process
+  stopping alone would leave the others waiting in the save forever. JAX's
+  preemption service catches SIGTERM in every process (so no Python handler is
+  installed) and picks a step that every process reaches; it must be asked at
+  every step.
   """
-  if jax.process_count() == 1:
-    return stop.is_set()
-  if not jax.config.jax_enable_preemption_service:
-    return False  # SIGTERM ends the processes unsaved (warned at the start)
-  return multihost_utils.reached_preemption_sync_point(step)
+  if jax.process_count() > 1:
+    if jax.config.jax_enable_preemption_service:
+      return multihost_utils.reached_preemption_sync_point, None
+    logging.warning("jax_enable_preemption_service is off: SIGTERM will end these"
+                    " processes without saving a checkpoint.")
+    return lambda step: False, None
+  stop = threading.Event()
+  previous_handler = None
+  if threading.current_thread() is threading.main_thread():
+    previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+  return lambda step: stop.is_set(), previous_handler
 
 
 def _train(run: _Run, state, loader, manager, meta, writer, evaluator, train_step,
-           start_step: int, stop: threading.Event) -> dict[str, Any]:
+           start_step: int, preempted: Callable[[int], bool]) -> dict[str, Any]:
   config = run.config
   examples_per_step = config.batch_size * (2 if run.method.uses_target else 1)
   step = start_step
@@ -287,7 +285,7 @@ def _train(run: _Run, state, loader, manager, meta, writer, evaluator, train_ste
     step += 1
     interval_steps += 1
     done = step >= config.steps
-    interrupted = not done and _preempted(stop, step)
+    interrupted = not done and preempted(step)
     if step % config.log_every == 0 or done or interrupted:
       values = _average(pending, step)  # raises NonFiniteLossError
       pending = []
