@@ -129,17 +129,14 @@ def _finish(workers, returncode: int) -> None:
   try:
     outputs = [w.communicate(timeout=300)[0] for w in workers]
   finally:  # a hung process must not outlive the test
-    for worker in workers:
-      worker.kill()
+    _kill(workers)
   for worker, output in zip(workers, outputs):
     assert worker.returncode == returncode, output[-3000:]
 
 
-def _kill(workers) -> str:
-  """Kills the `workers`; returns the end of their outputs."""
+def _kill(workers) -> None:
   for worker in workers:
     worker.kill()
-  return "\n".join(worker.communicate()[0][-3000:] for worker in workers)
 
 
 def test_two_processes_stopped_by_sigterm_to_one_resume_to_match_one(data_dir, tmp_path):
@@ -150,7 +147,9 @@ def test_two_processes_stopped_by_sigterm_to_one_resume_to_match_one(data_dir, t
   deadline = time.time() + 240
   while not any("total" in e for e in _events(workdir)):
     if time.time() > deadline or any(w.poll() is not None for w in workers):
-      pytest.fail(f"the two processes did not start training:\n{_kill(workers)}")
+      _kill(workers)
+      outputs = "\n".join(w.communicate()[0][-3000:] for w in workers)
+      pytest.fail(f"the two processes did not start training:\n{outputs}")
     time.sleep(0.5)
   workers[1].send_signal(signal.SIGTERM)
   _finish(workers, returncode=128 + signal.SIGTERM)

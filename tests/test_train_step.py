@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from xdomain import checkpoint
 from xdomain import losses
 from xdomain import methods
 from xdomain import transfer
@@ -140,14 +140,14 @@ def test_frozen_batch_norm_layers_keep_their_weights_and_follow_the_batch():
   # As the README says (--freeze): parameters stay, running statistics move.
   _, state, batch, train_step = _setup("source_only", model="resnet", freeze="backbone/.*")
   new_state, _ = train_step(state, batch, jax.random.key(1))
-  before, after = (flax.traverse_util.flatten_dict(jax.device_get(s), sep="/")
+  before, after = (checkpoint.flatten_paths(jax.device_get(s))
                    for s in (state.params["model"], new_state.params["model"]))
   for path in before:
     if path.startswith("backbone/"):
       np.testing.assert_array_equal(after[path], before[path], err_msg=path)
     else:
       assert not np.array_equal(after[path], before[path]), path
-  stats_before, stats_after = (flax.traverse_util.flatten_dict(jax.device_get(s), sep="/")
+  stats_before, stats_after = (checkpoint.flatten_paths(jax.device_get(s))
                                for s in (state.batch_stats, new_state.batch_stats))
   assert any("norm" in path for path in stats_before)
   for path in stats_before:
