@@ -173,7 +173,8 @@ def _run(flagfile: str, workdir: str, overrides: dict[str, str]) -> dict:
     command = [sys.executable, os.path.join(REPO, "experiments", "main.py"),
                f"--flagfile={flagfile}", f"--workdir={workdir}"]
     command += [f"--{k}={v}" for k, v in overrides.items()]
-    finished = subprocess.run(command, capture_output=True, text=True)
+    # From the repository root, where flag files' --flagfile= includes are rooted.
+    finished = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     if finished.returncode:
       raise RuntimeError(f"{shlex.join(command)} failed:\n{finished.stderr[-3000:]}")
   with open(results_path) as f:

@@ -113,7 +113,7 @@ def experiment_config(flagfile: str) -> Config:
            " '--workdir=unused']); print(main['config_from_flags']().to_json())")
   finished = subprocess.run(
       [sys.executable, "-c", parse, os.path.join(REPO, "experiments", "main.py"), flagfile],
-      capture_output=True, text=True, check=False)
+      capture_output=True, text=True, check=False, cwd=REPO)  # includes are rooted there
   if finished.returncode:
     last_line = (finished.stderr.strip().splitlines() or [""])[-1]
     raise ValueError(f"--flagfile={flagfile}: {last_line}")
@@ -151,17 +151,14 @@ def measure(config: Config, *, steps: int, repeats: int, devices=None) -> dict:
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
 
-  from xdomain import transfer
-  from xdomain.train import loop
+  from xdomain.train import Experiment
 
-  config.validate()
   with tempfile.TemporaryDirectory() as workdir:  # where a text run builds its vocabulary
-    run = loop._Run(config, workdir, devices)  # pylint: disable=protected-access
+    run = Experiment(config, workdir, devices=devices)
+    state = run.prepare_state()
   loader = run.training_loader()
-  state = transfer.prepare_state(config, run.method, run.init_state(), run.replicated)
-  train_step = run.train_step()
-  jitted = jax.jit(train_step, in_shardings=(run.replicated, run.data_sharding, run.replicated),
-                   out_shardings=(run.replicated, run.replicated), donate_argnums=0)
+  train_step = run.make_train_step()
+  jitted = run.train_step
   rng = run.step_rng
   parts = ("source", "target") if run.method.uses_target else ("source",)
   examples = config.batch_size * len(parts)
@@ -313,10 +310,10 @@ def main(argv):
     return
   config, text = None, False
   if _EXPERIMENT.value:
-    from xdomain.train import model_zoo
+    from xdomain import data
 
     config = experiment_config(_EXPERIMENT.value)
-    text = model_zoo.MODELS[config.model].modality == "text"
+    text = data.domain_info(config.source).modality == "text"
   lines = _header(config, text)
   for variant in _VARIANTS.value:
     xla_flags = f"{os.environ.get('XLA_FLAGS', '')} {VARIANTS[variant]}".strip()

@@ -16,6 +16,7 @@ from xdomain.data import domains
 from xdomain.data import text_builders
 from xdomain.data import text_corpora
 from xdomain.data import text_fetch
+from xdomain.train.experiment import validate_config
 
 
 def test_parse_vader_ground_truth_labels_and_drops():
@@ -317,20 +318,20 @@ def test_config_pairs_relabelled_conll_with_wnut16(tmp_path):
   path = _write_conll(tmp_path, CONLL2003_TRAIN, CONLL2003_TEST)
   config = Config(model="bilstm_crf", method="dann", target="ner/wnut16",
                   source=f"{path}@ner/wnut16")
-  config.validate()
+  validate_config(config)
   with pytest.raises(ConfigError, match="different label sets.* Add a suffix to --source"
                      f" that relabels .* into --target's tags: --source={path}@ner/wnut16 "):
-    dataclasses.replace(config, source=path).validate()
+    validate_config(dataclasses.replace(config, source=path))
   with pytest.raises(ConfigError, match=f"--target={path}@ner/wnut16 "):
-    dataclasses.replace(config, source="ner/wnut16", target=path).validate()
+    validate_config(dataclasses.replace(config, source="ner/wnut16", target=path))
   # No hint where no CoNLL name can be relabelled: none, or one already is.
   for source, target in (("brown/news", "ner/wnut16"), (f"{path}@ner/wnut16", path),
                          (path, "brown/news")):
     with pytest.raises(ConfigError, match="different label sets") as error:
-      dataclasses.replace(config, source=source, target=target).validate()
+      validate_config(dataclasses.replace(config, source=source, target=target))
     assert "suffix" not in str(error.value)
   with pytest.raises(ConfigError, match="'ner/wnut17' after '@' is not a text"):
-    dataclasses.replace(config, source=f"{path}@ner/wnut17").validate()
+    validate_config(dataclasses.replace(config, source=f"{path}@ner/wnut17"))
 
 
 def test_fetch_errors_name_package_and_command(tmp_path, monkeypatch):

@@ -17,9 +17,10 @@ import pytest
 
 from tests import flagfiles
 from xdomain.data import text_corpora
-from xdomain.train import text_pipeline
+from xdomain.data import text_pipeline
 from xdomain.train import train_and_evaluate
 from xdomain.train.writer import read_metrics
+from xdomain.train.experiment import validate_config
 
 TINY = dict(flagfiles.SMOKE_OVERRIDES, steps=1, checkpoint_every=1, eval_every=1,
             embed_size=8, hidden_size=8, max_length=16, eval_batch_size=512)
@@ -55,7 +56,7 @@ def test_text_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
     _, at, suffix = config.source.partition("@")
     config = dataclasses.replace(
         config, source=write_conll_fixture(str(fixture)) + at + suffix)
-  config.validate()
+  validate_config(config)
   workdir = str(tmp_path / "run")
   results = train_and_evaluate(config, workdir,
                                devices=flagfiles.smoke_devices())

@@ -14,14 +14,19 @@ from xdomain import data
 from xdomain import evaluate
 from xdomain import methods
 from xdomain import models
+from xdomain import tasks
 from xdomain.config import Config
 from xdomain.config import ConfigError
 from xdomain.data import text
+from xdomain.data import text_pipeline
 from xdomain.models import inputs as model_inputs
+from xdomain.models import zoo
 from xdomain.train import loop
-from xdomain.train import model_zoo
+from xdomain.train import optimizers
 from xdomain.train import step as step_lib
-from xdomain.train import text_pipeline
+from xdomain.train.experiment import validate_config
+
+TAGGING = tasks.Tagging()
 
 
 def test_text_domains_are_served_by_the_data_registry():
@@ -52,9 +57,9 @@ def test_conll_names_are_domains(tmp_path):
     (dict(source="brown/news", target="brown/fiction", model="textcnn"),
      "does not do tagging"),
     (dict(source="sentiment/movies", target="sentiment/tweets", model="bilstm_crf"),
-     "does not do classification"),
+     "does not do text_classification"),
     (dict(source="sentiment/movies", target="sentiment/tweets", model="seed_cnn"),
-     "reads image"),
+     "does not do text_classification.*bigru, bilstm, textcnn"),
     (dict(source="sentiment/movies", target="sentiment/tweets", char_cnn=True),
      "char_cnn"),
     (dict(source="sentiment/movies", target="conll:/no/such/dir"), "does not exist"),
@@ -67,14 +72,14 @@ def test_conll_names_are_domains(tmp_path):
     (dict(source="sentiment/movies", target="sentiment/tweets", vocab_from="source",
           teacher_unseen_as_unk=True), "teacher_unseen_as_unk is for text with --vocab_from=both"),
     (dict(source="sentiment/movies", target="sentiment/tweets", vocab_from="target"),
-     "vocab_from='target' must be one of both, source"),
+     "vocab_from='target' is not one of both, source"),
     (dict(source="sentiment/movies", target="sentiment/tweets", length_grouping=-1),
      "length_grouping=-1 must be >= 0"),
 ])
 def test_text_config_errors_are_clear(overrides, message):
   config = Config(**dict(dict(model="bilstm", method="dann"), **overrides))
   with pytest.raises(ConfigError, match=message):
-    config.validate()
+    validate_config(config)
 
 
 def test_bucket_lengths():
@@ -139,7 +144,7 @@ def test_vocabulary_is_saved_once_and_checked(tmp_path, monkeypatch):
 def test_vocabulary_from_the_source_alone_leaves_target_words_unknown(monkeypatch):
   rows = {"brown/news": {"tokens": [["The", "jury", "said"]]},
           "brown/fiction": {"tokens": [["She", "said"]]}}
-  monkeypatch.setattr(data, "load_domain", lambda name, split, data_dir: rows[name])
+  monkeypatch.setattr(data.domains, "load_domain", lambda name, split, data_dir: rows[name])
   both = Config(source="brown/news", target="brown/fiction", model="bilstm")
   assert set(text_pipeline.build_vocabulary(both).tokens[2:]) == {"the", "jury", "said", "she"}
   source = dataclasses.replace(both, vocab_from="source")
@@ -200,23 +205,23 @@ def test_eval_batches_are_bucketed_and_cover_the_split(sentiment_loader_args):
     assert b["mask"].shape == (256,)
 
 
-def _tagger_setup(model_name, method_name="source_only", dropout=0.0, **step_options):
+def _tagger_setup(model_name, method_name="source_only", dropout=0.0, word_dropout=0.0,
+                  teacher_vocabulary=None):
   config = Config(model=model_name, method=method_name, dropout_rate=dropout,
                   embed_size=8, hidden_size=8, learning_rate=0.05, steps=10,
-                  source="brown/news", target="brown/fiction")
-  spec = model_zoo.MODELS[model_name]
-  model = spec.build(config, 5, vocab_size=20, task="tagging")
+                  source="brown/news", target="brown/fiction", word_dropout=word_dropout)
+  spec = zoo.MODELS[model_name]
+  model = spec.build(config, 5, vocab_size=20, char_vocab_size=0, task="tagging")
   method = methods.METHODS[method_name](config)
-  tx = step_lib.make_optimizer(config)
-  step = jax.jit(step_lib.make_train_step(model, spec, method, tx,
-                                          step_lib.learning_rate_schedule(config),
-                                          **step_options))
+  tx = optimizers.make_optimizer(config, optimizers.learning_rate_schedule(config))
+  step = jax.jit(step_lib.make_train_step(model, spec, TAGGING, method, config, tx, {},
+                                          teacher_vocabulary=teacher_vocabulary))
   return model, spec, method, tx, step
 
 
 def _init(model, spec, method, tx, batch):
-  init = functools.partial(step_lib.init_state, model, spec, method, tx,
-                           {"source": batch["source"]})
+  init = functools.partial(step_lib.init_state, model, spec, TAGGING, method, tx,
+                           batch["source"])
   return jax.jit(init)(jax.random.key(0))
 
 
@@ -274,7 +279,7 @@ def test_word_dropout_reads_labelled_tokens_as_unk():
   state = _init(model, spec, method, tx, batch)
   key = jax.random.key(3)
   # The mask the step draws: its own stream of the step's key.
-  mask_key = jax.random.fold_in(jax.random.fold_in(key, 0), step_lib._WORD_DROPOUT_STREAM)
+  mask_key = jax.random.fold_in(jax.random.fold_in(key, 0), step_lib._LABELLED_VIEW_STREAM)
   source_tokens = np.asarray(batch["source"]["tokens"])
   dropped_tokens, dropped = model_inputs.words_to_unk(source_tokens, mask_key, 0.5)
   assert 0 < np.asarray(dropped).sum() < dropped.size
@@ -338,8 +343,12 @@ def test_crf_step_trains_on_the_nll_and_eval_decodes_with_viterbi():
     losses.append(float(metrics["task"]))
   assert losses[-1] < 0.5 * losses[0]
   eval_batch = dict(source, mask=np.array([True, True, True, False]))
-  out = jax.jit(step_lib.make_eval_step(model, spec, 5, "target"))(
-      state.params["model"], {}, eval_batch)
+  def eval_sums(params, batch):
+    variables = {"params": params}
+    logits = model.apply(variables, *TAGGING.model_inputs(batch), train=False)
+    return TAGGING.eval_sums(spec, model, variables, logits, batch, 5)
+
+  out = jax.jit(eval_sums)(state.params["model"], eval_batch)
   decoded = model.apply({"params": state.params["model"]}, source["tokens"],
                         source["lengths"], method=models.RNNTagger.decode)
   np.testing.assert_array_equal(out["predictions"], decoded)
@@ -356,31 +365,35 @@ def test_text_metrics_over_batches_of_different_lengths():
   second = {"labels": np.array([[0, 3, 4, 0, 1], [0, 0, 0, 0, 0]]),
             "predictions": np.array([[0, 3, 0, 0, 2], [0, 0, 0, 0, 0]]),
             "valid": np.array([[True] * 5, [False] * 5])}
-  scores = text_pipeline.text_metrics([first, second], "tagging", names)
+  def text_metrics(outputs, names, source_vocabulary=None):
+    return TAGGING.metrics(np.eye(len(names)), outputs, names,
+                           source_vocabulary=source_vocabulary)
+
+  scores = text_metrics([first, second], names)
   expected = evaluate.span_f1(
       [["B-person", "I-person", "O"], ["B-geo-loc"], ["O", "B-geo-loc", "I-geo-loc", "O", "B-person"]],
       [["B-person", "I-person", "O"], ["B-geo-loc"], ["O", "B-geo-loc", "O", "O", "I-person"]])
   assert scores["span_f1"] == pytest.approx(expected["f1"])
   assert scores["span_f1/person"] == pytest.approx(expected["per_type"]["person"]["f1"])
   assert scores["token_accuracy"] == pytest.approx(7 / 9)
-  pos = text_pipeline.text_metrics([first], "tagging", ("a", "b", "c", "d", "e"))
+  pos = text_metrics([first], ("a", "b", "c", "d", "e"))
   assert "span_f1" not in pos and pos["accuracy"] == pytest.approx(1.0)
   # Ids 4-6 are out of the source's vocabulary: two such tokens tagged right,
   # one wrong (padding holds id 6 too and is not counted).
   first["tokens"] = np.array([[2, 5, 6], [3, 6, 6]])
   second["tokens"] = np.array([[2, 2, 6, 2, 2], [6, 6, 6, 6, 6]])
   seen = np.array([True, True, True, True, False, False, False])
-  oov = text_pipeline.text_metrics([first, second], "tagging", names, source_vocabulary=seen)
+  oov = text_metrics([first, second], names, source_vocabulary=seen)
   assert oov["oov_token_fraction"] == pytest.approx(3 / 9)
   assert oov["oov_token_accuracy"] == pytest.approx(2 / 3)
   assert oov["token_accuracy"] == scores["token_accuracy"]
-  none_oov = text_pipeline.text_metrics([first], "tagging", names,
-                                        source_vocabulary=np.ones(7, bool))
+  none_oov = text_metrics([first], names, source_vocabulary=np.ones(7, bool))
   assert none_oov["oov_token_fraction"] == 0 and "oov_token_accuracy" not in none_oov
-  cls = text_pipeline.text_metrics(
-      [{"labels": np.array([0, 1, 1, 0]), "predictions": np.array([0, 1, 0, 1]),
-        "valid": np.array([True, True, True, False])}], "classification", ("n", "p"))
-  assert cls == {"accuracy": pytest.approx(2 / 3),
+  # Classification scores from the confusion matrix of labels [0, 1, 1] and
+  # predictions [0, 1, 0] (the fourth example is padding).
+  cls = tasks.TextClassification().metrics(np.array([[1.0, 0.0], [1.0, 1.0]]), [], ("n", "p"),
+                                           source_vocabulary=None)
+  assert cls == {"accuracy": pytest.approx(2 / 3), "per_class_accuracy": [1.0, 0.5],
                  "macro_f1": pytest.approx(evaluate.macro_f1([0, 1, 1], [0, 1, 0], 2))}
 
 

@@ -24,6 +24,7 @@ from xdomain.methods import base
 from xdomain.train import NonFiniteLossError
 from xdomain.train import train_and_evaluate
 from xdomain.train.writer import read_metrics
+from xdomain.train.experiment import validate_config
 
 
 def tiny(data_dir, **overrides) -> Config:
@@ -47,7 +48,7 @@ def assert_trees_close(a, b, **tolerance):
 def test_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
   config = flagfiles.config_from_flagfile(flagfile, **flagfiles.SMOKE_OVERRIDES,
                                           data_dir=data_dir)
-  config.validate()
+  validate_config(config)
   results = train_and_evaluate(config, str(tmp_path),
                                devices=flagfiles.smoke_devices())
   assert results["step"] == 2
@@ -230,7 +231,7 @@ def test_checkpoint_of_another_run_is_refused_and_kept(data_dir, tmp_path):
 ])
 def test_bad_config_is_one_clear_error(overrides, message, data_dir):
   with pytest.raises(ConfigError, match=message):
-    tiny(data_dir, **overrides).validate()
+    validate_config(tiny(data_dir, **overrides))
 
 
 def test_batch_not_divisible_by_devices(data_dir, tmp_path):

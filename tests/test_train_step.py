@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,11 +12,9 @@ import pytest
 
 from xdomain import checkpoint
 from xdomain import losses
-from xdomain import methods
-from xdomain import transfer
+from xdomain import tasks
 from xdomain.config import Config
-from xdomain.train import model_zoo
-from xdomain.train import step as step_lib
+from xdomain.train import Experiment
 
 NUM_CLASSES = 10
 
@@ -22,20 +22,16 @@ NUM_CLASSES = 10
 def _setup(method_name: str, **overrides):
   config = Config(method=method_name, optimizer="sgd", momentum=0.0, learning_rate=0.1,
                   discriminator_hidden=16, **overrides)
-  spec = model_zoo.MODELS[config.model]
-  model = spec.build(config, NUM_CLASSES)
-  method = methods.METHODS[method_name](config)
-  tx = transfer.make_optimizer(config, step_lib.make_optimizer)
+  experiment = Experiment(config, "unused: image runs keep nothing in their workdir",
+                          devices=jax.devices()[:1])
   rng = np.random.default_rng(0)
   batch = {
       "source": {"image": rng.uniform(size=(8, 28, 28, 1)).astype(np.float32),
                  "label": rng.integers(0, NUM_CLASSES, 8).astype(np.int32)},
       "target": {"image": rng.uniform(size=(8, 28, 28, 1)).astype(np.float32)},
   }
-  state = step_lib.init_state(model, spec, method, tx, batch, jax.random.key(0))
-  train_step = jax.jit(step_lib.make_train_step(
-      model, spec, method, tx, step_lib.learning_rate_schedule(config)))
-  return model, state, batch, train_step
+  train_step = jax.jit(experiment.make_train_step())
+  return experiment.model, experiment.init_state(), batch, train_step
 
 
 def test_source_only_step_is_one_sgd_step_on_the_cross_entropy():
@@ -108,7 +104,9 @@ def test_a_non_finite_step_leaves_the_state_unchanged():
 
 
 def test_mean_teacher_views_of_text_drop_student_tokens_only():
-  from xdomain.methods import mean_teacher
+  views = {rate: functools.partial(tasks.Tagging().consistency_views,
+                                   config=Config(token_dropout=rate))
+           for rate in (0.0, 0.25)}
   rng = np.random.default_rng(0)
   tokens = jnp.asarray(rng.integers(2, 50, (64, 40)), jnp.int32)
   tokens = tokens.at[:, 30:].set(0)  # padding
@@ -116,7 +114,7 @@ def test_mean_teacher_views_of_text_drop_student_tokens_only():
   chars = jnp.asarray(rng.integers(1, 200, (64, 40, 5)), jnp.int32)
   chars = chars.at[:, 30:].set(0)
   inputs = (tokens, lengths, chars)
-  student, teacher = mean_teacher.make_views(0.25)(inputs, jax.random.key(0))
+  student, teacher = views[0.25](inputs, jax.random.key(0))
   assert teacher is inputs
   student_tokens, student_lengths, student_chars = student
   np.testing.assert_array_equal(student_lengths, lengths)
@@ -127,12 +125,13 @@ def test_mean_teacher_views_of_text_drop_student_tokens_only():
   # A dropped word's characters are hidden too; the others are kept.
   np.testing.assert_array_equal(np.asarray(student_chars)[changed], 0)
   np.testing.assert_array_equal(np.asarray(student_chars)[~changed], np.asarray(chars)[~changed])
-  (student_tokens, _), _ = mean_teacher.make_views(0.25)((tokens, lengths), jax.random.key(0))
+  (student_tokens, _), _ = views[0.25]((tokens, lengths), jax.random.key(0))
   np.testing.assert_array_equal(student_tokens != tokens, changed)  # without chars
-  student, teacher = mean_teacher.make_views(0.0)(inputs, jax.random.key(0))
+  student, teacher = views[0.0](inputs, jax.random.key(0))
   assert student is inputs
   images = jnp.zeros((2, 8, 8, 1))
-  (student,), (teacher,) = mean_teacher.make_views(0.25)((images,), jax.random.key(0))
+  (student,), (teacher,) = tasks.ImageClassification().consistency_views(
+      (images,), jax.random.key(0), Config())
   assert not np.array_equal(student, teacher)  # independent noisy views
 
 

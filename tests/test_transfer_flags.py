@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 from xdomain import checkpoint
+from xdomain import methods
 from xdomain import transfer
 from xdomain.config import Config
 from xdomain.methods import Outputs
-from xdomain.methods import teacher as teacher_lib
+from xdomain.models import zoo
+from xdomain.train import Experiment
 from xdomain.train import loop
-from xdomain.train import model_zoo
 from tests import flagfiles
 
 FLAG_DIR = os.path.join(flagfiles.EXPERIMENTS, "transfer")
@@ -100,10 +101,10 @@ def test_finetune_frozen_keeps_the_backbone_bit_identical(pretrained, data_dir, 
 def test_finetune_l2sp_restores_and_anchors(pretrained, data_dir, tmp_path):
   config = _smoke_config("finetune_l2sp.flags", pretrained, data_dir)
   config = dataclasses.replace(config, restore="backbone/.*")
-  run = loop._Run(config, str(tmp_path), None)
+  run = Experiment(config, str(tmp_path))
   fresh = run.init_state()
   fresh_head = jax.device_get(fresh.params["model"]["head"])
-  state = transfer.prepare_state(config, run.method, fresh, run.replicated)
+  state = run.prepare_state()
   saved = checkpoint.load_params(pretrained)
   got = checkpoint.flatten_paths(jax.device_get(state.params["model"]))
   for path, value in checkpoint.flatten_paths(saved).items():
@@ -118,11 +119,11 @@ def test_finetune_l2sp_restores_and_anchors(pretrained, data_dir, tmp_path):
 
 def test_distill_digits_runs_and_the_teacher_is_the_checkpoint(pretrained, data_dir, tmp_path):
   config = _smoke_config("distill_digits.flags", pretrained, data_dir)
-  method = teacher_lib.make_distill(config)
+  method = methods.METHODS["distill"](config)
   teacher_state = method.teacher.init({})
   images = jax.random.uniform(
       jax.random.key(0), (4, config.image_size, config.image_size, config.channels))
-  model = model_zoo.MODELS["seed_cnn"].build(config, 10)
+  model = zoo.MODELS["seed_cnn"].build(config, 10)
   expected = model.apply({"params": checkpoint.load_params(pretrained)}, images)
   np.testing.assert_allclose(method.teacher.logits(teacher_state, (images,), None), expected,
                              rtol=1e-5, atol=1e-5)
@@ -132,7 +133,7 @@ def test_distill_digits_runs_and_the_teacher_is_the_checkpoint(pretrained, data_
   outputs = Outputs(source_logits=student, source_features=student, source_labels=labels,
                     source_mask=None, target_logits=student, target_features=student,
                     teacher_target_logits=1e4 * jax.nn.one_hot(labels, 10))
-  one_hot = teacher_lib.make_distill(dataclasses.replace(config, distill_temperature=1.0))
+  one_hot = methods.METHODS["distill"](dataclasses.replace(config, distill_temperature=1.0))
   term = one_hot.terms(outputs, {}, jax.random.key(0), 0)["distill"]
   log_p = jax.nn.log_softmax(student)
   np.testing.assert_allclose(term, -jnp.mean(log_p[jnp.arange(4), labels]), rtol=1e-5)

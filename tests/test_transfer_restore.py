@@ -10,6 +10,7 @@ from xdomain import transfer
 from xdomain.config import Config
 from xdomain.config import ConfigError
 from xdomain.data import subsets
+from xdomain.train.experiment import validate_config
 
 
 def _params(rng=0, hidden=4):
@@ -79,7 +80,8 @@ def test_l2sp_gradient_matches_its_formula():
 def test_frozen_group_keeps_no_optimizer_state_and_zero_updates():
   params = {"model": _params(0), "aux": {"w": jnp.ones(3)}}
   config = Config(freeze="backbone/.*", backbone_lr_multiplier=1.0, learning_rate=0.1)
-  tx = transfer.make_optimizer(config, lambda c: optax.adam(c.learning_rate))
+  tx = transfer.make_optimizer(config, transfer.learning_rate_groups(config, lambda step: 0.1),
+                               optax.adam)
   state = tx.init(params)
   adam_state = state.inner_states["other"].inner_state
   mu = adam_state[0].mu
@@ -98,7 +100,8 @@ def test_frozen_group_keeps_no_optimizer_state_and_zero_updates():
 def test_backbone_learning_rate_multiplier_scales_backbone_updates():
   params = {"model": _params(0), "aux": {}}
   config = Config(backbone_lr_multiplier=0.1, learning_rate=1.0)
-  tx = transfer.make_optimizer(config, lambda c: optax.sgd(c.learning_rate))
+  tx = transfer.make_optimizer(config, transfer.learning_rate_groups(config, lambda step: 1.0),
+                               optax.sgd)
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_allclose(updates["model"]["backbone"]["conv"]["bias"], -0.1, rtol=1e-6)
@@ -127,4 +130,4 @@ def test_stratified_subset_keeps_every_class_in_proportion():
 ])
 def test_bad_transfer_flags_fail_validation(overrides, message):
   with pytest.raises(ConfigError, match=message):
-    Config(**overrides).validate()
+    validate_config(Config(**overrides))

@@ -11,6 +11,7 @@ from xdomain import checkpoint
 from xdomain import transfer
 from xdomain.config import ConfigError
 from xdomain.methods import pretrain
+from xdomain.train import Experiment
 from xdomain.train import loop
 from tests import flagfiles
 from tests import test_transfer_flags as flags_test
@@ -57,10 +58,10 @@ def test_lm_pretrain_then_finetune_and_distill_sentiment(data_dir, tmp_path):
 
   config = smoke("lm_finetune_sentiment", {flag_file("lm_pretrain_sentiment"): lm_dir})
   os.makedirs(ft_dir)
-  run = loop._Run(config, ft_dir, None)
+  run = Experiment(config, ft_dir)
   fresh = run.init_state()
   fresh_embedding = np.asarray(fresh.params["model"]["backbone"]["embed"]["embedding"])
-  state = transfer.prepare_state(config, run.method, fresh, run.replicated, workdir=ft_dir)
+  state = run.prepare_state()
   lm = checkpoint.flatten_paths(checkpoint.load_params(lm_dir))
   restored = checkpoint.flatten_paths(jax.device_get(state.params["model"]))
   # The language model trained the embeddings, and the fine-tuning run starts from them.

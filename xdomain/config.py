@@ -1,8 +1,10 @@
-"""The resolved configuration of one experiment.
+"""The resolved configuration of one experiment: plain values, one field per flag.
 
-`experiments/main.py` turns flags into a `Config`; tests and users build one
-directly. Every field is validated by `Config.validate` before any work starts,
-so a bad value fails with one line that names the field and what to do.
+`experiments/main.py` defines one command-line flag per field (its help is the
+field's `help` metadata) and builds a `Config`; tests and users build one
+directly. Nothing here imports xdomain: each owner of a flag checks it
+(`xdomain.train.experiment.validate_config` calls them all, once, before any
+work starts), so a bad value fails with one line that names the flag.
 """
 
 from __future__ import annotations
@@ -11,213 +13,154 @@ import dataclasses
 import json
 from typing import Any
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-LR_SCHEDULES = ("constant", "cosine", "inverse_decay")
-WEIGHT_SCHEDULES = ("constant", "dann", "rampup")
-NORMALIZATIONS = ("unit", "standardize")
-POOLINGS = ("last", "mean", "max")
-# Text: whose training text the vocabulary is built from (--vocab_from).
-VOCAB_FROM = ("both", "source")
-
 
 class ConfigError(ValueError):
   """A configuration value is invalid; the message says which and what to do."""
+
+
+def _flag(default: Any, help_text: str) -> Any:
+  """A `Config` field with the flag's help text in its metadata."""
+  return dataclasses.field(default=default, metadata={"help": help_text})
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything one experiment needs; field names match the command-line flags."""
 
-  method: str = "dann"
-  source: str = "digits/mnist"
-  target: str = "digits/uci"
-  model: str = "seed_cnn"
-  steps: int = 2000
-  batch_size: int = 64
-  eval_batch_size: int = 256
-  seed: int = 0
+  method: str = _flag("dann",
+      "Training method: source_only, target_only, dann, cdan, dan, jan, coral, entropy, mcc, "
+      "mean_teacher, distill, pseudo_label, lm_pretrain.")
+  source: str = _flag("digits/mnist", 'Labelled source domain, e.g. digits/mnist.')
+  target: str = _flag("digits/uci", 'Target domain (its labels are only used for evaluation).')
+  model: str = _flag("seed_cnn",
+      "Network: seed_cnn, resnet, resnet_dsbn, row_lstm, row_gru (images); bilstm, bigru, "
+      "textcnn (text classification); bilstm, bilstm_crf (sequence tagging).")
+  steps: int = _flag(2000, 'Number of training steps.')
+  batch_size: int = _flag(64, 'Global batch size per domain (divisible by the device count).')
+  eval_batch_size: int = _flag(256, 'Global evaluation batch size (divisible by the device count).')
+  seed: int = _flag(0, 'Seed of initialisation, data order and every random draw.')
 
-  optimizer: str = "adam"
-  learning_rate: float = 1e-3
-  momentum: float = 0.9
-  weight_decay: float = 0.0
-  lr_schedule: str = "constant"
-  warmup_steps: int = 0
+  optimizer: str = _flag("adam", 'sgd, adam or adamw.')
+  learning_rate: float = _flag(1e-3, 'Peak learning rate.')
+  momentum: float = _flag(0.9, 'SGD momentum (Nesterov when > 0).')
+  weight_decay: float = _flag(0.0,
+      "Weight decay (decoupled with adamw, L2 added to the gradient otherwise).")
+  lr_schedule: str = _flag("constant",
+      "constant, cosine, or inverse_decay (DANN's lr / (1 + 10 p)^0.75).")
+  warmup_steps: int = _flag(0, 'Linear learning-rate warm-up steps.')
 
   # Adaptation term weight lambda(step) = adapt_weight * schedule(step).
-  adapt_weight: float = 1.0
-  adapt_schedule: str = "constant"
-  rampup_steps: int = 1000
+  adapt_weight: float = _flag(1.0,
+      "Weight (or gradient-reversal coefficient) of the adaptation term.")
+  adapt_schedule: str = _flag("constant",
+      "Schedule of that weight: constant, dann (2/(1+exp(-10p))-1) or rampup.")
+  rampup_steps: int = _flag(1000, 'Steps of the sigmoid ramp-up (adapt_schedule=rampup).')
   # Method-specific hyperparameters (ignored by methods that do not use them).
-  cdan_entropy: bool = True
-  cdan_random_dim: int = 1024
-  mcc_temperature: float = 2.5
-  ema_decay: float = 0.99
-  token_dropout: float = 0.0
-  confidence_threshold: float = 0.0
-  discriminator_hidden: int = 1024
+  cdan_entropy: bool = _flag(True, 'CDAN+E: weight examples by 1 + exp(-entropy).')
+  cdan_random_dim: int = _flag(1024,
+      "CDAN: use the randomized multilinear map above this dimension.")
+  mcc_temperature: float = _flag(2.5, 'MCC: softmax temperature.')
+  ema_decay: float = _flag(0.99, 'mean_teacher: decay of the EMA teacher.')
+  token_dropout: float = _flag(0.0,
+      "mean_teacher on text: probability that a token of the student's target view is "
+      "replaced by <unk>, its characters (--char_cnn) by padding; the teacher sees the text "
+      "as is.")
+  confidence_threshold: float = _flag(0.0,
+      "mean_teacher, pseudo_label: teacher confidence needed for the consistency/pseudo-label"
+      " term (0 keeps all).")
+  discriminator_hidden: int = _flag(1024, "Width of the domain discriminator's two hidden layers.")
   # Transfer learning (xdomain/transfer.py): restore, freeze, anchor.
-  init_from: str | None = None
-  restore: str = "backbone/.*"
-  freeze: str | None = None
-  backbone_lr_multiplier: float = 1.0
-  l2sp: float = 0.0
-  l2sp_beta: float = 0.0
-  target_labelled_fraction: float = 0.0
+  init_from: str | None = _flag(None,
+      "Transfer: restore parameters from this run's workdir (or <workdir>/checkpoints/<step>)"
+      " before training.")
+  restore: str = _flag("backbone/.*",
+      "Transfer: regex over '/'-joined parameter paths (backbone/..., head/...) restored by "
+      "--init_from.")
+  freeze: str | None = _flag(None,
+      "Transfer: regex of parameter paths kept fixed (no optimizer state), e.g. "
+      "'backbone/.*'.")
+  backbone_lr_multiplier: float = _flag(1.0,
+      "Transfer: learning rate of backbone/ parameters relative to --learning_rate "
+      "(discriminative fine-tuning).")
+  l2sp: float = _flag(0.0,
+      "Transfer: L2-SP alpha, anchoring restored weights to their pretrained values (alpha/2 "
+      "|w - w0|^2).")
+  l2sp_beta: float = _flag(0.0,
+      "Transfer: L2-SP beta, weight decay beta/2 |w|^2 of the parameters not restored.")
+  target_labelled_fraction: float = _flag(0.0,
+      "Train on this stratified fraction of the target's labelled training split instead of "
+      "the source (0: off).")
   # Teacher (proxy) models (xdomain/methods/teacher.py).
-  teacher: str | None = None
-  distill_temperature: float = 2.0
-  distill_weight: float = 1.0
-  distill_align: str | None = None
-  teacher_refresh_every: int = 100
-  teacher_source: str = "student"
-  class_balance: bool = False
+  teacher: str | None = _flag(None,
+      "distill: workdir of the trained teacher run (any xdomain model).")
+  distill_temperature: float = _flag(2.0,
+      "distill: softmax temperature T (the term is scaled by T^2).")
+  distill_weight: float = _flag(1.0, 'distill: weight of the distillation term on the target.')
+  distill_align: str | None = _flag(None,
+      "distill: also add this alignment method's terms (dann, coral, ...).")
+  teacher_refresh_every: int = _flag(100,
+      "pseudo_label: copy the student (or its EMA) into the teacher every this many steps.")
+  teacher_source: str = _flag("student",
+      "pseudo_label: refresh the teacher from the 'student' or its 'ema'.")
+  class_balance: bool = _flag(False, 'pseudo_label: give every pseudo-class the same total weight.')
 
-  image_size: int = 28
-  channels: int = 1
-  normalize: str = "unit"
-  augment: bool = False
-  crop_to_content: bool = False
-  resolution: int = 0
+  image_size: int = _flag(28, 'Images are resized to image_size x image_size.')
+  channels: int = _flag(1, 'Images are converted to 1 (grey) or 3 (RGB) channels.')
+  normalize: str = _flag("unit", 'unit ([0, 1]) or standardize.')
+  augment: bool = _flag(False, 'Random translations of the training images.')
+  crop_to_content: bool = _flag(False,
+      "Crop every image (all domains) to the square around its ink before resizing.")
+  resolution: int = _flag(0,
+      "Pass every image through this common resolution before --image_size (0: off).")
   # Model sizes (used by the models that have them).
-  hidden_size: int = 128
-  dropout_rate: float = 0.0
-  # Text models and their input (xdomain/train/text_pipeline.py).
-  embed_size: int = 128
-  pooling: str = "max"
-  max_length: int = 64
-  vocab_size: int = 20000
-  min_count: int = 1
-  vocab_from: str = "both"
-  word_dropout: float = 0.0
-  teacher_unseen_as_unk: bool = False
-  char_cnn: bool = False
-  length_grouping: int = 0
+  hidden_size: int = _flag(128, 'Hidden size of recurrent models.')
+  dropout_rate: float = _flag(0.0,
+      "Dropout before the classifier head (text models: also on the embeddings and between "
+      "recurrent layers).")
+  # Text models and their input (xdomain/data/text_pipeline.py, xdomain/tasks/text.py).
+  embed_size: int = _flag(128, 'Text models: word embedding size.')
+  pooling: str = _flag("max",
+      "bilstm/bigru classifiers: pool the token outputs by 'last' state, 'mean' or 'max'.")
+  max_length: int = _flag(64,
+      "Text: tokens kept per text (longer texts are cut); batches are padded to the smallest "
+      "of 16, 32, ... max_length that fits.")
+  vocab_size: int = _flag(20000,
+      "Text: most vocabulary entries (padding and unknown included), built from the training "
+      "text (--vocab_from) and saved as <workdir>/vocab.json.")
+  min_count: int = _flag(1, 'Text: words seen fewer times in the training text map to <unk>.')
+  vocab_from: str = _flag("both",
+      "Text: build the vocabulary from the training text of 'both' domains (methods with "
+      "target terms can learn the target's own words) or of the 'source' alone (words it "
+      "lacks are <unk>, whose embedding --word_dropout trains).")
+  word_dropout: float = _flag(0.0,
+      "Text: probability that a labelled training token is read as <unk> (its characters "
+      "kept), so the model learns to tag words whose embedding it never trained.")
+  teacher_unseen_as_unk: bool = _flag(False,
+      "Text, methods with a teacher (mean_teacher, pseudo_label, teacher): the teacher reads "
+      "the target's words that the source's training text lacks as <unk> (their embeddings "
+      "learnt nothing from labels); the student reads them, and learns them from the "
+      "teacher's tags.")
+  char_cnn: bool = _flag(False, 'Taggers: add a character CNN over each word (case kept).')
+  length_grouping: int = _flag(0,
+      "Text: re-cut each run of this many training batches into batches of similar lengths, "
+      "so they pad to shorter buckets (faster; batches less random); 0 keeps them as drawn.")
 
-  log_every: int = 50
-  eval_every: int = 500
-  checkpoint_every: int = 500
-  keep_checkpoints: int = 3
-  plots: bool = False
-  data_dir: str | None = None
+  log_every: int = _flag(50, 'Log training metrics every this many steps.')
+  eval_every: int = _flag(500, 'Evaluate on the test splits every this many steps.')
+  checkpoint_every: int = _flag(500, 'Save a checkpoint every this many steps.')
+  keep_checkpoints: int = _flag(3, 'Keep the last this many checkpoints.')
+  plots: bool = _flag(False,
+      "Write learning curves, t-SNE of the features and the proxy A-distance.")
+  data_dir: str | None = _flag(None,
+      "tfds data dir (default $XDOMAIN_DATA_DIR or ~/tensorflow_datasets).")
 
   # Multi-host: set all three; or `distributed` alone to take them from the
   # cluster's environment (SLURM, TPU, ...); or none for one process.
-  distributed: bool = False
-  coordinator_address: str | None = None
-  num_processes: int | None = None
-  process_id: int | None = None
-
-  def validate(self) -> None:
-    """Raises `ConfigError` for the first value that cannot work."""
-    # Imported here so that building a Config stays cheap and free of JAX.
-    from xdomain import data
-    from xdomain import methods
-    from xdomain.train import model_zoo
-
-    _check_choice("method", self.method, sorted(methods.METHODS))
-    _check_choice("model", self.model, sorted(model_zoo.MODELS))
-    _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-    _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-    _check_choice("adapt_schedule", self.adapt_schedule, WEIGHT_SCHEDULES)
-    _check_choice("normalize", self.normalize, NORMALIZATIONS)
-    _check_choice("pooling", self.pooling, POOLINGS)
-    infos = {}
-    for name in ("source", "target"):
-      domain = getattr(self, name)
-      try:
-        infos[name] = data.domain_info(domain)
-      except ValueError as e:  # unknown name, or unreadable conll: files
-        raise ConfigError(
-            f"--{name}={domain!r} is not a known domain: {e}. Known domains:"
-            f" {', '.join(data.list_domains())}, or conll:/path/train.txt.") from e
-    spec = model_zoo.MODELS[self.model]
-    source_info = infos["source"]
-    if source_info.modality != spec.modality:
-      raise ConfigError(
-          f"--model={self.model} reads {spec.modality} but --source={self.source} is"
-          f" {source_info.modality}; choose a"
-          f" {source_info.modality} model ({', '.join(model_zoo.models_for(source_info.modality, source_info.task))}).")
-    if source_info.task not in spec.tasks:
-      raise ConfigError(
-          f"--model={self.model} does not do {source_info.task} (--source={self.source});"
-          f" choose one of {', '.join(model_zoo.models_for(source_info.modality, source_info.task))}.")
-    if self.char_cnn and source_info.task != "tagging":
-      raise ConfigError(
-          f"--char_cnn is for taggers; --source={self.source} is {source_info.task}.")
-    for name in ("steps", "batch_size", "eval_batch_size", "log_every",
-                 "eval_every", "checkpoint_every", "keep_checkpoints",
-                 "image_size", "hidden_size", "discriminator_hidden",
-                 "cdan_random_dim", "embed_size", "max_length", "min_count"):
-      if getattr(self, name) <= 0:
-        raise ConfigError(f"--{name}={getattr(self, name)} must be positive.")
-    for name in ("learning_rate",):
-      if not getattr(self, name) > 0:
-        raise ConfigError(f"--{name}={getattr(self, name)} must be positive.")
-    if self.length_grouping > 1 and source_info.modality != "text":
-      raise ConfigError(f"--length_grouping={self.length_grouping} is for text;"
-                        f" --source={self.source} is {source_info.modality}.")
-    if self.word_dropout and source_info.modality != "text":
-      raise ConfigError(f"--word_dropout={self.word_dropout} is for text;"
-                        f" --source={self.source} is {source_info.modality}.")
-    if self.vocab_from not in VOCAB_FROM:
-      raise ConfigError(f"--vocab_from={self.vocab_from!r} must be one of"
-                        f" {', '.join(VOCAB_FROM)}.")
-    if self.teacher_unseen_as_unk and (source_info.modality != "text"
-                                       or self.vocab_from != "both"):
-      raise ConfigError(
-          "--teacher_unseen_as_unk is for text with --vocab_from=both (with"
-          " --vocab_from=source every word the source lacks is <unk> already);"
-          f" got --source={self.source} ({source_info.modality}),"
-          f" --vocab_from={self.vocab_from}.")
-    for name in ("weight_decay", "adapt_weight", "warmup_steps", "resolution",
-                 "length_grouping"):
-      if getattr(self, name) < 0:
-        raise ConfigError(f"--{name}={getattr(self, name)} must be >= 0.")
-    for name in ("momentum", "ema_decay", "confidence_threshold",
-                 "dropout_rate", "token_dropout", "word_dropout"):
-      if not 0.0 <= getattr(self, name) < 1.0:
-        raise ConfigError(
-            f"--{name}={getattr(self, name)} must be in [0, 1).")
-    from xdomain import transfer
-    transfer.validate_config(self)
-    if self.channels not in (1, 3):
-      raise ConfigError(f"--channels={self.channels} must be 1 or 3.")
-    if self.mcc_temperature <= 0:
-      raise ConfigError(
-          f"--mcc_temperature={self.mcc_temperature} must be positive.")
-    multihost = (self.coordinator_address, self.num_processes, self.process_id)
-    if any(v is not None for v in multihost) and any(
-        v is None for v in multihost):
-      raise ConfigError(
-          "--coordinator_address, --num_processes and --process_id go"
-          " together: set all three, or none.")
-    if self.vocab_size < 2:
-      raise ConfigError(
-          f"--vocab_size={self.vocab_size} must be >= 2 (padding and unknown).")
-    target_info = infos["target"]
-    if (source_info.modality, source_info.task) != (target_info.modality, target_info.task):
-      raise ConfigError(
-          f"--source={self.source} ({source_info.modality} {source_info.task}) and"
-          f" --target={self.target} ({target_info.modality} {target_info.task}) are"
-          " different tasks; pair domains of one task.")
-    if source_info.label_names != target_info.label_names:
-      from xdomain.data import text_builders
-      hint = ""
-      # Only CoNLL files not yet relabelled can take the other domain's tags.
-      for flag, other in (("source", "target"), ("target", "source")):
-        name, other_name = getattr(self, flag), getattr(self, other)
-        if (name.startswith(text_builders.CONLL_PREFIX)
-            and text_builders.RELABEL_SEP not in name
-            and other_name in text_builders.RELABEL_TARGETS):
-          hint = (f" Add a suffix to --{flag} that relabels the CoNLL files' entity"
-                  f" types into --{other}'s tags: --{flag}={name}"
-                  f"{text_builders.RELABEL_SEP}{other_name} (see docs/text_data.md).")
-          break
-      raise ConfigError(
-          f"--source={self.source} and --target={self.target} have different"
-          f" label sets ({list(source_info.label_names)} vs"
-          f" {list(target_info.label_names)}); pair domains of one task.{hint}")
+  distributed: bool = _flag(False,
+      "Multi-host: call jax.distributed.initialize() from the cluster's environment.")
+  coordinator_address: str | None = _flag(None, 'Multi-host: address:port of process 0.')
+  num_processes: int | None = _flag(None, 'Multi-host: number of processes.')
+  process_id: int | None = _flag(None, "Multi-host: this process's index.")
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -230,7 +173,29 @@ class Config:
     return cls(**values)
 
 
-def _check_choice(name: str, value: str, choices) -> None:
+def check_choice(config: Config, name: str, choices) -> None:
+  """Raises `ConfigError` unless `--name` is one of `choices`."""
+  value = getattr(config, name)
   if value not in choices:
-    raise ConfigError(
-        f"--{name}={value!r} is not one of {', '.join(choices)}.")
+    raise ConfigError(f"--{name}={value!r} is not one of {', '.join(sorted(choices))}.")
+
+
+def check_positive(config: Config, *names: str) -> None:
+  """Raises `ConfigError` for the first of `names` that is not > 0."""
+  for name in names:
+    if not getattr(config, name) > 0:
+      raise ConfigError(f"--{name}={getattr(config, name)} must be positive.")
+
+
+def check_non_negative(config: Config, *names: str) -> None:
+  """Raises `ConfigError` for the first of `names` that is < 0."""
+  for name in names:
+    if getattr(config, name) < 0:
+      raise ConfigError(f"--{name}={getattr(config, name)} must be >= 0.")
+
+
+def check_fraction(config: Config, *names: str) -> None:
+  """Raises `ConfigError` for the first of `names` outside [0, 1)."""
+  for name in names:
+    if not 0.0 <= getattr(config, name) < 1.0:
+      raise ConfigError(f"--{name}={getattr(config, name)} must be in [0, 1).")

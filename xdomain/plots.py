@@ -30,8 +30,8 @@ def learning_curves(workdir: str) -> str:
   train = [e for e in events if "total" in e]
   evals = [e for e in events if "target_test_accuracy" in e]
   loss_names = [k for k in train[0] if k in ("task", "total") or (
-      k not in ("step", "learning_rate", "examples_per_sec", "source_train_accuracy")
-      and not k.startswith("weight/"))] if train else []
+      k not in ("step", "examples_per_sec", "source_train_accuracy")
+      and not k.startswith(("weight/", "learning_rate")))] if train else []
   figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
   for name in loss_names:
     left.plot([e["step"] for e in train], [e[name] for e in train], label=name)
@@ -48,10 +48,12 @@ def learning_curves(workdir: str) -> str:
   return path
 
 
-def write_plots(run, evaluator, state) -> dict[str, Any]:
-  """Writes the plots of a finished run; returns the proxy A-distances."""
-  learning_curves(run.workdir)
-  initial = run.init_state()
+def write_plots(experiment, state) -> dict[str, Any]:
+  """Writes the plots of a finished run (an `xdomain.train.Experiment` and its
+  final state); returns the proxy A-distances."""
+  learning_curves(experiment.workdir)
+  evaluator = experiment.evaluator
+  initial = experiment.init_state()
   stages = {"before adaptation": initial, "after adaptation": state}
   figure, axes = plt.subplots(1, 2, figsize=(11, 5))
   distances = {}
@@ -60,16 +62,16 @@ def write_plots(run, evaluator, state) -> dict[str, Any]:
                                          limit=FEATURES_PER_DOMAIN)
                 for part in ("source", "target")}
     distance = evaluate.proxy_a_distance(features["source"], features["target"],
-                                         seed=run.config.seed)
+                                         seed=experiment.config.seed)
     distances["proxy_a_distance_" + title.split()[0]] = distance
-    embedded = TSNE(init="pca", random_state=run.config.seed, perplexity=30).fit_transform(
+    embedded = TSNE(init="pca", random_state=experiment.config.seed, perplexity=30).fit_transform(
         np.concatenate([features["source"], features["target"]]))
     n = len(features["source"])
-    axis.scatter(*embedded[:n].T, s=4, label=f"source {run.config.source}")
-    axis.scatter(*embedded[n:].T, s=4, label=f"target {run.config.target}")
+    axis.scatter(*embedded[:n].T, s=4, label=f"source {experiment.config.source}")
+    axis.scatter(*embedded[n:].T, s=4, label=f"target {experiment.config.target}")
     axis.set(title=f"{title} (proxy A-distance {distance:.2f})", xticks=[], yticks=[])
     axis.legend(markerscale=3)
   figure.tight_layout()
-  figure.savefig(os.path.join(run.workdir, "tsne.png"), dpi=100)
+  figure.savefig(os.path.join(experiment.workdir, "tsne.png"), dpi=100)
   plt.close(figure)
   return distances

@@ -13,7 +13,6 @@ path (`re.fullmatch`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -28,12 +27,12 @@ import optax
 from absl import logging
 
 from xdomain import checkpoint
+from xdomain.data.text_pipeline import VOCAB_FILE
 from xdomain.config import Config
 from xdomain.config import ConfigError
+from xdomain.config import check_non_negative
 
 Params = Any
-TEACHER_SOURCES = ("student", "ema")
-VOCAB_FILE = "vocab.json"
 # Optimizer groups of `param_labels`.
 FROZEN, BACKBONE, OTHER = "frozen", "backbone", "other"
 
@@ -149,29 +148,40 @@ def param_labels(params: Params, *, freeze: str | None, backbone_lr_multiplier: 
   return {"model": model, "aux": aux}
 
 
-def make_optimizer(config: Config, base: Callable[[Config], optax.GradientTransformation]
+def make_optimizer(config: Config, learning_rates: Mapping[str, optax.Schedule],
+                   base: Callable[[optax.Schedule], optax.GradientTransformation]
                    ) -> optax.GradientTransformation:
-  """`base(config)` with `--freeze` and `--backbone_lr_multiplier` applied.
+  """`base` with `--freeze` and `--backbone_lr_multiplier` applied.
 
   Frozen parameters get `optax.set_to_zero()` through `optax.multi_transform`,
   so their updates are exactly zero (they stay bit-identical) and no
-  optimizer state is kept for them; the backbone group gets
-  `base(config with learning_rate * backbone_lr_multiplier)`.
+  optimizer state is kept for them; the backbone group gets its own schedule.
 
   Args:
     config: the run's config.
-    base: builds the plain optimizer, e.g. `step.make_optimizer`.
+    learning_rates: `learning_rate_groups(config, schedule)`.
+    base: the plain optimizer at a given learning-rate schedule.
   """
-  if not config.freeze and config.backbone_lr_multiplier == 1.0:
-    return base(config)
-  transforms = {FROZEN: optax.set_to_zero(), OTHER: base(config)}
-  if config.backbone_lr_multiplier != 1.0:
-    transforms[BACKBONE] = base(dataclasses.replace(
-        config, learning_rate=config.learning_rate * config.backbone_lr_multiplier))
+  if not config.freeze and BACKBONE not in learning_rates:
+    return base(learning_rates[OTHER])
+  transforms = {FROZEN: optax.set_to_zero(), OTHER: base(learning_rates[OTHER])}
+  if BACKBONE in learning_rates:
+    transforms[BACKBONE] = base(learning_rates[BACKBONE])
   return optax.multi_transform(
       transforms, lambda params: param_labels(
           params, freeze=config.freeze,
           backbone_lr_multiplier=config.backbone_lr_multiplier))
+
+
+def learning_rate_groups(config: Config, schedule: optax.Schedule
+                         ) -> dict[str, optax.Schedule]:
+  """The learning rate of each optimizer group: `{'other': schedule}`, plus
+  `'backbone'` (the schedule times `--backbone_lr_multiplier`) when it is not 1."""
+  groups = {OTHER: schedule}
+  multiplier = config.backbone_lr_multiplier
+  if multiplier != 1.0:
+    groups[BACKBONE] = lambda step: schedule(step) * multiplier
+  return groups
 
 
 def l2sp_penalty(params: Params, anchor: Params, *, alpha: float, beta: float = 0.0
@@ -234,7 +244,7 @@ def check_vocabulary(other: str, workdir: str, flag: str) -> None:
   """Raises `ConfigError` if text runs `other` and `workdir` have different vocabularies.
 
   Restored embeddings and a text teacher only make sense with the same token
-  ids; the vocabulary is `<workdir>/vocab.json` (xdomain/train/text_pipeline.py).
+  ids; the vocabulary is `<workdir>/vocab.json` (xdomain/data/text_pipeline.py).
   Image runs (no vocabulary files) pass.
   """
   paths = [os.path.join(d, VOCAB_FILE) for d in (other, workdir)]
@@ -327,7 +337,7 @@ def _workdir_of(path: str) -> str:
 
 
 def validate_config(config: Config) -> None:
-  """Raises `ConfigError` for transfer and teacher flags that cannot work."""
+  """Raises `ConfigError` for transfer flags (restore, freeze, anchor) that cannot work."""
   _compile(config.restore, "restore")
   if config.freeze:
     _compile(config.freeze, "freeze")
@@ -335,9 +345,7 @@ def validate_config(config: Config) -> None:
     raise ConfigError(
         f"--init_from={config.init_from!r} is not a directory: give the --workdir of a"
         " finished run (or one of its checkpoints, <workdir>/checkpoints/<step>).")
-  for name in ("backbone_lr_multiplier", "l2sp", "l2sp_beta", "distill_weight"):
-    if getattr(config, name) < 0:
-      raise ConfigError(f"--{name}={getattr(config, name)} must be >= 0.")
+  check_non_negative(config, "backbone_lr_multiplier", "l2sp", "l2sp_beta")
   if (config.l2sp or config.l2sp_beta) and not config.init_from:
     raise ConfigError(
         "--l2sp anchors restored weights to their pretrained values: set --init_from"
@@ -346,23 +354,3 @@ def validate_config(config: Config) -> None:
     raise ConfigError(
         f"--target_labelled_fraction={config.target_labelled_fraction} must be in [0, 1]"
         " (0: no target labels).")
-  if not config.distill_temperature > 0:
-    raise ConfigError(
-        f"--distill_temperature={config.distill_temperature} must be positive.")
-  if config.teacher_refresh_every <= 0:
-    raise ConfigError(
-        f"--teacher_refresh_every={config.teacher_refresh_every} must be positive.")
-  if config.teacher_source not in TEACHER_SOURCES:
-    raise ConfigError(
-        f"--teacher_source={config.teacher_source!r} is not one of"
-        f" {', '.join(TEACHER_SOURCES)}.")
-  if config.method == "distill":
-    if not config.teacher:
-      raise ConfigError(
-          "--method=distill needs --teacher=<workdir of a trained xdomain run>.")
-    if not os.path.isfile(os.path.join(config.teacher, "config.json")):
-      raise ConfigError(
-          f"--teacher={config.teacher!r} holds no config.json: give the --workdir of a"
-          " run of experiments/main.py.")
-  elif config.teacher:
-    raise ConfigError(f"--teacher is only used by --method=distill, not {config.method}.")

@@ -1,5 +1,14 @@
 """Training methods, one module per family, dispatched by `--method` name."""
 
+import functools
+import os
+
+from xdomain.config import Config
+from xdomain.config import ConfigError
+from xdomain.config import check_choice
+from xdomain.config import check_fraction
+from xdomain.config import check_non_negative
+from xdomain.config import check_positive
 from xdomain.methods import adversarial
 from xdomain.methods import baselines
 from xdomain.methods import mean_teacher
@@ -7,13 +16,14 @@ from xdomain.methods import pretrain
 from xdomain.methods import statistics
 from xdomain.methods import target_structure
 from xdomain.methods import teacher
+from xdomain.methods.base import ADAPT_SCHEDULES
 from xdomain.methods.base import Method
 from xdomain.methods.base import Outputs
 from xdomain.methods.base import Teacher
 
-METHODS = {
-    "source_only": baselines.make_source_only,
-    "target_only": baselines.make_target_only,
+# The methods that only add terms on the two domains' outputs, which
+# distillation can add to its own (--distill_align).
+ALIGNMENTS = {
     "dann": adversarial.make_dann,
     "cdan": adversarial.make_cdan,
     "dan": statistics.make_dan,
@@ -21,10 +31,52 @@ METHODS = {
     "coral": statistics.make_coral,
     "entropy": target_structure.make_entropy,
     "mcc": target_structure.make_mcc,
+}
+
+METHODS = {
+    "source_only": baselines.make_source_only,
+    "target_only": baselines.make_target_only,
+    **ALIGNMENTS,
     "mean_teacher": mean_teacher.make_mean_teacher,
-    "distill": teacher.make_distill,
+    "distill": functools.partial(teacher.make_distill, alignments=ALIGNMENTS),
     "pseudo_label": teacher.make_pseudo_label,
     "lm_pretrain": pretrain.make_lm_pretrain,
 }
 
-__all__ = ["METHODS", "Method", "Outputs", "Teacher"]
+# Methods whose step runs a teacher on the target.
+_WITH_TEACHER = ("mean_teacher", "pseudo_label", "distill")
+TEACHER_SOURCES = ("student", "ema")
+
+
+def validate_config(config: Config, task: str) -> None:
+  """Raises `ConfigError` for method flags that cannot work for a run of `task`."""
+  check_choice(config, "method", METHODS)
+  check_choice(config, "adapt_schedule", ADAPT_SCHEDULES)
+  check_choice(config, "teacher_source", TEACHER_SOURCES)
+  check_positive(config, "discriminator_hidden", "cdan_random_dim", "mcc_temperature",
+                 "distill_temperature", "teacher_refresh_every", "rampup_steps")
+  check_non_negative(config, "adapt_weight", "distill_weight")
+  check_fraction(config, "ema_decay", "confidence_threshold", "token_dropout")
+  if config.teacher_unseen_as_unk and config.method not in _WITH_TEACHER:
+    raise ConfigError(
+        "--teacher_unseen_as_unk is for methods with a teacher (mean_teacher,"
+        f" pseudo_label, distill); --method={config.method} has none.")
+  if config.method == "distill":
+    if not config.teacher:
+      raise ConfigError(
+          "--method=distill needs --teacher=<workdir of a trained xdomain run>.")
+    if not os.path.isfile(os.path.join(config.teacher, "config.json")):
+      raise ConfigError(
+          f"--teacher={config.teacher!r} holds no config.json: give the --workdir of a"
+          " run of experiments/main.py.")
+  elif config.teacher:
+    raise ConfigError(f"--teacher is only used by --method=distill, not {config.method}.")
+  if config.distill_align and config.distill_align not in ALIGNMENTS:
+    raise ConfigError(
+        f"--distill_align={config.distill_align} is not an alignment method; use one of"
+        f" {', '.join(ALIGNMENTS)}.")
+  if config.method == "lm_pretrain":
+    pretrain.validate_config(config, task)
+
+
+__all__ = ["ALIGNMENTS", "METHODS", "Method", "Outputs", "Teacher", "validate_config"]

@@ -46,8 +46,9 @@ def make_dann(config: Config) -> base.Method:
     ds, dt = _discriminate(discriminator, aux_params["discriminator"],
                            losses.gradient_reversal(fs, scale),
                            losses.gradient_reversal(ft, scale), rng)
-    return {"domain_adversarial": losses.domain_adversarial(
-        ds, dt, source_where=ms, target_where=mt)}
+    return {"domain_adversarial": losses.domain_balanced_mean(
+        *losses.domain_adversarial(ds, dt, source_where=ms, target_where=mt),
+        source_where=ms, target_where=mt)}
 
   return base.Method(name="dann", terms=terms,
                      weights={"domain_adversarial": 1.0}, init_aux=init_aux,
@@ -70,7 +71,8 @@ def make_cdan(config: Config) -> base.Method:
     if feature_dim * num_classes <= config.cdan_random_dim:
       return None
     return losses.cdan_random_matrices(random_key, feature_dim, num_classes,
-                                       output_dim=config.cdan_random_dim)
+                                       output_dim=config.cdan_random_dim,
+                                       multilinear_max_dim=config.cdan_random_dim)
 
   def init_aux(rng, feature_dim, num_classes):
     matrices = random_matrices(feature_dim, num_classes)
@@ -91,8 +93,9 @@ def make_cdan(config: Config) -> base.Method:
                            losses.gradient_reversal(ht, scale), rng)
     entropy_logits = ({"source_class_logits": ls, "target_class_logits": lt}
                       if config.cdan_entropy else {})
-    return {"cdan": losses.cdan(ds, dt, source_where=ms, target_where=mt,
-                                **entropy_logits)}
+    return {"cdan": losses.domain_balanced_mean(
+        *losses.cdan(ds, dt, source_where=ms, target_where=mt, **entropy_logits),
+        source_where=ms, target_where=mt)}
 
   return base.Method(name="cdan", terms=terms, weights={"cdan": 1.0},
                      init_aux=init_aux, logged_schedules={"gradient_reversal": reversal})

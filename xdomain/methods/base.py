@@ -98,10 +98,10 @@ class Method:
       trainable parts (e.g. a discriminator), or None.
     ema_decay: if set, an EMA teacher of the model is kept with this decay and
       its target logits are given to `terms`.
-    target_views: `(inputs, rng) -> (student_inputs, teacher_inputs)`: two
-      random views of the target's model inputs (a tuple: `(images,)` or
-      `(tokens, lengths[, chars])`) for the mean teacher, or None for the
-      inputs as they are.
+    target_views: `(task, inputs, rng) -> (student_inputs, teacher_inputs)`:
+      two random views of the target's model inputs (a tuple: `(images,)` or
+      `(tokens, lengths[, chars])`), e.g. the task's `consistency_views`, for
+      the mean teacher; None for the inputs as they are.
     logged_schedules: schedules that shape a term other than through its weight
       (e.g. the gradient-reversal coefficient), logged as `schedule/<name>`.
     teacher: a `Teacher` (distillation, pseudo-labels) whose target logits go
@@ -120,7 +120,7 @@ class Method:
   train_on_target_labels: bool = False
   init_aux: InitAuxFn | None = None
   ema_decay: float | None = None
-  target_views: Callable[[tuple[jax.Array, ...], jax.Array],
+  target_views: Callable[[Any, tuple[jax.Array, ...], jax.Array],
                          tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]] | None = None
   logged_schedules: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   teacher: Teacher | None = None
@@ -128,13 +128,18 @@ class Method:
   task_weight: float = 1.0
 
 
+# --adapt_schedule: config -> lambda(step), from 0 (or adapt_weight) up to adapt_weight.
+ADAPT_SCHEDULES: dict[str, Callable[[Config], optax.Schedule]] = {
+    "constant": lambda config: optax.constant_schedule(config.adapt_weight),
+    "dann": lambda config: losses.dann_schedule(config.steps, max_value=config.adapt_weight),
+    "rampup": lambda config: losses.sigmoid_rampup(config.rampup_steps,
+                                                   max_value=config.adapt_weight),
+}
+
+
 def adaptation_weight(config: Config) -> optax.Schedule:
   """lambda(step) = adapt_weight * schedule(step), the weight of the main term."""
-  if config.adapt_schedule == "constant":
-    return optax.constant_schedule(config.adapt_weight)
-  if config.adapt_schedule == "dann":
-    return losses.dann_schedule(config.steps, max_value=config.adapt_weight)
-  return losses.sigmoid_rampup(config.rampup_steps, max_value=config.adapt_weight)
+  return ADAPT_SCHEDULES[config.adapt_schedule](config)
 
 
 def flatten_tokens(features: jax.Array, mask: jax.Array | None

@@ -65,17 +65,20 @@ def language_model_loss(token_features: jax.Array, tokens: jax.Array, lengths: j
   return forward_loss, backward_loss
 
 
-def make_lm_pretrain(config: Config) -> base.Method:
-  """Forward and backward language modelling on the text of both domains."""
+def validate_config(config: Config, task: str) -> None:
+  """Raises `ConfigError` unless the run has a recurrent text classifier."""
   if config.model not in LM_MODELS:
     raise ConfigError(
         f"--method=lm_pretrain pretrains a recurrent text backbone: use --model= one of"
         f" {', '.join(LM_MODELS)}, not {config.model}.")
-  from xdomain import data  # pylint: disable=g-import-not-at-top
-  if data.domain_info(config.source).task != "classification":
+  if task != "text_classification":
     raise ConfigError(
         f"--method=lm_pretrain reads sentence classification domains; {config.source} is"
-        f" a {data.domain_info(config.source).task} domain.")
+        f" a {task} domain.")
+
+
+def make_lm_pretrain(config: Config) -> base.Method:
+  """Forward and backward language modelling on the text of both domains."""
   projection = nn.Dense(config.embed_size)
 
   def init_aux(rng, feature_dim, num_classes):

@@ -18,7 +18,9 @@ def make_dan(config: Config) -> base.Method:
   def terms(outputs, aux_params, rng, step):
     del aux_params, rng, step
     fs, ms, ft, mt = base.features_of_both(outputs)
-    return {"mmd": losses.mmd(fs, ft, x_where=ms, y_where=mt)}
+    # Old scale, at which the flag files' weights were chosen; issue 15's validators re-select.
+    return {"mmd": losses.mmd(fs, ft, source_where=ms, target_where=mt,
+                              bandwidth_heuristic="median", kernel_reduction="mean")}
 
   return base.Method(name="dan", terms=terms,
                      weights={"mmd": base.adaptation_weight(config)})
@@ -34,9 +36,11 @@ def make_jan(config: Config) -> base.Method:
     del aux_params, rng, step
     fs, ms, ft, mt = base.features_of_both(outputs)
     ls, _, lt, _ = base.logits_of_both(outputs)
+    # Old scale, at which the flag files' weights were chosen; issue 15's validators re-select.
     return {"jmmd": losses.jmmd([fs, jax.nn.softmax(ls)],
                                 [ft, jax.nn.softmax(lt)],
-                                x_where=ms, y_where=mt)}
+                                source_where=ms, target_where=mt,
+                                bandwidth_heuristic="median", kernel_reduction="mean")}
 
   return base.Method(name="jan", terms=terms,
                      weights={"jmmd": base.adaptation_weight(config)})
@@ -48,7 +52,7 @@ def make_coral(config: Config) -> base.Method:
   def terms(outputs, aux_params, rng, step):
     del aux_params, rng, step
     fs, ms, ft, mt = base.features_of_both(outputs)
-    return {"coral": losses.coral(fs, ft, x_where=ms, y_where=mt)}
+    return {"coral": losses.coral(fs, ft, source_where=ms, target_where=mt)}
 
   return base.Method(name="coral", terms=terms,
                      weights={"coral": base.adaptation_weight(config)})

@@ -20,14 +20,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 
+from xdomain import checkpoint
+from xdomain import data
 from xdomain import losses
+from xdomain import tasks
 from xdomain.config import Config
 from xdomain.config import ConfigError
 from xdomain.methods import base
+from xdomain.models import zoo
 
 
 def class_balanced_weights(teacher_logits: jax.Array, keep: jax.Array) -> jax.Array:
@@ -89,22 +94,10 @@ def pseudo_label_loss(student_logits: jax.Array, teacher_logits: jax.Array, *,
   return jnp.sum(weights * per_example) / valid, jnp.sum(keep) / valid
 
 
-def _teacher_runner(workdir: str, config: Config):
-  """`(variables, inputs, apply_student) -> logits` of the run in `workdir`, and its spec."""
-  # Imported here: xdomain.train imports xdomain.methods.
-  from xdomain import data  # pylint: disable=g-import-not-at-top
-  from xdomain.train import model_zoo  # pylint: disable=g-import-not-at-top
-  spec = model_zoo.MODELS[config.model]
-  info = data.domain_info(config.source)
-  if spec.modality == "text":
-    vocab_path = os.path.join(workdir, VOCAB_FILE)
-    if not os.path.isfile(vocab_path):
-      raise FileNotFoundError(f"the text teacher in {workdir} has no {VOCAB_FILE}.")
-    with open(vocab_path, encoding="utf-8") as f:
-      vocab_size = len(json.load(f)["tokens"])
-    model = spec.build(config, info.num_classes, vocab_size=vocab_size, task=info.task)
-  else:
-    model = spec.build(config, info.num_classes)
+def _teacher_runner(workdir: str, config: Config, task, info):
+  """`(variables, inputs, apply_student) -> logits` of the run in `workdir`."""
+  spec = zoo.MODELS[config.model]
+  model = spec.build(config, info.num_classes, **task.model_kwargs_of_run(config, workdir))
   kwargs = {"domain": "target"} if spec.domain_specific_bn else {}
 
   def run(variables, inputs, apply_student):
@@ -112,7 +105,7 @@ def _teacher_runner(workdir: str, config: Config):
     variables = {k: v for k, v in variables.items() if v}
     return model.apply(variables, *inputs, train=False, **kwargs)
 
-  return run, spec
+  return run
 
 
 def load_teacher_config(workdir: str) -> Config:
@@ -126,18 +119,12 @@ def load_teacher_config(workdir: str) -> Config:
     return Config.from_dict(json.load(f))
 
 
-VOCAB_FILE = "vocab.json"  # a text run's vocabulary (xdomain/train/text_pipeline.py)
-# Flags whose values must agree between teacher and student: the teacher
-# reads the student's batches, so it needs the same inputs.
-_SAME_INPUTS = ("image_size", "channels", "crop_to_content", "resolution", "normalize")
+def make_distill(config: Config, *, alignments: Mapping[str, Callable[[Config], base.Method]]
+                 ) -> base.Method:
+  """Source cross-entropy + distill_weight * T^2 KL(teacher || student) on the target.
 
-
-def make_distill(config: Config) -> base.Method:
-  """Source cross-entropy + distill_weight * T^2 KL(teacher || student) on the target."""
-  from xdomain import checkpoint  # pylint: disable=g-import-not-at-top
-  from xdomain import data  # pylint: disable=g-import-not-at-top
-  from xdomain import methods  # pylint: disable=g-import-not-at-top
-
+  `alignments`: the methods that `--distill_align` may name.
+  """
   teacher_config = load_teacher_config(config.teacher)
   info = data.domain_info(config.source)
   teacher_info = data.domain_info(teacher_config.source)
@@ -146,31 +133,21 @@ def make_distill(config: Config) -> base.Method:
         f"the teacher in {config.teacher} predicts {list(teacher_info.label_names)}"
         f" ({teacher_config.source}), the student {list(info.label_names)}; distil"
         " between models of one task.")
-  run_teacher, teacher_spec = _teacher_runner(config.teacher, teacher_config)
-  from xdomain.train import model_zoo  # pylint: disable=g-import-not-at-top
-  if teacher_spec.modality != model_zoo.MODELS[config.model].modality:
+  task, teacher_task = tasks.for_domain(info), tasks.for_domain(teacher_info)
+  if teacher_task is not task:
     raise ConfigError(
-        f"the teacher's --model={teacher_config.model} reads {teacher_spec.modality}, the"
-        f" student's --model={config.model} another modality.")
-  if teacher_spec.modality == "image":
-    differ = [f"--{n}: teacher {getattr(teacher_config, n)!r}, student {getattr(config, n)!r}"
-              for n in _SAME_INPUTS if getattr(teacher_config, n) != getattr(config, n)]
-    if differ:
-      raise ConfigError(
-          f"the teacher in {config.teacher} was trained on other inputs ({'; '.join(differ)});"
-          " run the student with the teacher's preprocessing flags.")
+        f"the teacher's --model={teacher_config.model} does {teacher_task.name}, the"
+        f" student's --model={config.model} {task.name}.")
+  task.check_teacher(teacher_config, config, config.teacher)
+  run_teacher = _teacher_runner(config.teacher, teacher_config, teacher_task, teacher_info)
   variables = checkpoint.load_variables(config.teacher)
 
   align = None
   if config.distill_align:
-    if config.distill_align not in methods.METHODS:
-      raise ConfigError(f"--distill_align={config.distill_align!r} is not a method.")
-    align = methods.METHODS[config.distill_align](config)
-    if (not align.uses_target or align.ema_decay is not None or align.teacher is not None
-        or align.target_views is not None or align.train_on_target_labels):
-      raise ConfigError(
-          f"--distill_align={config.distill_align} is not an alignment method; use one of"
-          " dann, cdan, dan, jan, coral, entropy, mcc.")
+    if config.distill_align not in alignments:
+      raise ConfigError(f"--distill_align={config.distill_align!r} is not one of"
+                        f" {', '.join(sorted(alignments))}.")
+    align = alignments[config.distill_align](config)
   temperature = config.distill_temperature
 
   def terms(outputs, aux_params, rng, step):

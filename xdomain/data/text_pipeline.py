@@ -1,4 +1,4 @@
-"""Text runs: the vocabulary of an experiment, the text preprocessor, text metrics.
+"""Text runs: the vocabulary of an experiment, the text preprocessor, length buckets.
 
 A text experiment's vocabulary is built once from the training text of BOTH
 domains (the target's unlabelled text is fair to use), written to
@@ -20,15 +20,14 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from xdomain import data
-from xdomain import evaluate
 from xdomain.config import Config
 from xdomain.config import ConfigError
+from xdomain.data import domains
 from xdomain.data import text
 
 VOCAB_FILE = "vocab.json"
@@ -58,13 +57,13 @@ def _token_lists(domain_data: Mapping[str, Any], lowercase: bool) -> list[list[s
 def build_vocabulary(config: Config) -> text.Vocabulary:
   """The vocabulary of `config`'s source and target training splits (the
   source's alone with `--vocab_from=source`)."""
-  domains = [config.source]
+  names = [config.source]
   if config.vocab_from == "both":
-    domains.append(config.target)
+    names.append(config.target)
   token_lists = []
-  for name in domains:
+  for name in names:
     token_lists += _token_lists(
-        data.load_domain(name, "train", data_dir=config.data_dir), lowercase=True)
+        domains.load_domain(name, "train", data_dir=config.data_dir), lowercase=True)
   return text.Vocabulary.build(token_lists, min_count=config.min_count,
                                max_size=config.vocab_size)
 
@@ -184,75 +183,18 @@ class TextPreprocess:
     return dict(batch)
 
 
-def sample_inputs(config: Config, task: str) -> dict[str, np.ndarray]:
-  """A one-row source part with the text input shapes, to initialise a model."""
-  part = {"tokens": np.zeros((1, config.max_length), np.int32),
-          "lengths": np.ones((1,), np.int32)}
-  if config.char_cnn:
-    part["chars"] = np.zeros((1, config.max_length, MAX_WORD_LENGTH), np.int32)
-  if task == "tagging":
-    part["tags"] = np.zeros((1, config.max_length), np.int32)
-  else:
-    part["label"] = np.zeros((1,), np.int32)
-  return part
-
-
 def source_vocabulary(config: Config, vocab: text.Vocabulary) -> np.ndarray:
   """bool [len(vocab)]: which token ids the source's training split holds
   (and padding).
 
   A tagger's errors on the target gather on the words that the source never
-  labelled; `text_metrics` scores those tokens apart (`oov_token_accuracy`).
+  labelled; the tagging task scores those tokens apart (`oov_token_accuracy`).
   The words are told apart by id: with `--min_count` > 1 the source's rare
   words make <unk> "seen", and the target's words that are <unk> count so too.
   """
   seen = np.zeros(len(vocab), bool)
   seen[text.PAD_ID] = True  # padding is never a word to score or hide
-  for tokens in _token_lists(data.load_domain(config.source, "train",
-                                              data_dir=config.data_dir), lowercase=False):
+  for tokens in _token_lists(domains.load_domain(config.source, "train",
+                                                 data_dir=config.data_dir), lowercase=False):
     seen[vocab.lookup(tokens)] = True
   return seen
-
-
-def text_metrics(outputs: Sequence[Mapping[str, np.ndarray]], task: str,
-                 label_names: Sequence[str], *,
-                 source_vocabulary: np.ndarray | None = None) -> dict[str, float]:
-  """Scores of one split from the eval step's per-batch outputs.
-
-  Args:
-    outputs: per batch `{'predictions': int [B] or [B, L], 'labels': same,
-      'valid': bool [B] or [B, L]}` (real examples, or real tokens of real
-      examples); batches may have different L.
-    task: 'classification' or 'tagging'.
-    label_names: class or tag names.
-    source_vocabulary: tagging only: `source_vocabulary(...)`; the outputs
-      then also hold `tokens` (int [B, L] token ids).
-
-  Returns:
-    Classification: `{'accuracy', 'macro_f1'}`. Tagging: `{'accuracy',
-    'token_accuracy'}`, plus `span_precision`, `span_recall`, `span_f1` and
-    `span_f1/<type>` when the tags are BIO tags (NER), and with
-    `source_vocabulary` the accuracy on the tokens whose word the source's
-    training split lacks (`oov_token_accuracy`, left out where there are
-    none) and their share of all tokens (`oov_token_fraction`).
-  """
-  if task == "classification":
-    true = np.concatenate([o["labels"][o["valid"]] for o in outputs])
-    pred = np.concatenate([o["predictions"][o["valid"]] for o in outputs])
-    return evaluate.classification_metrics(true, pred, len(label_names))
-  length = max(o["labels"].shape[1] for o in outputs)
-
-  def stack(key):
-    rows = [o[key][o["valid"].any(axis=1)] for o in outputs]
-    return np.concatenate([np.pad(r, ((0, 0), (0, length - r.shape[1]))) for r in rows])
-
-  names = tuple(label_names) if "O" in label_names else None
-  true, pred, valid = stack("labels"), stack("predictions"), stack("valid")
-  scores = evaluate.tagging_metrics(true, pred, valid, names)
-  scores["accuracy"] = scores["token_accuracy"]
-  if source_vocabulary is not None:
-    oov = valid & ~source_vocabulary[stack("tokens")]
-    scores["oov_token_fraction"] = float(oov.sum() / max(valid.sum(), 1))
-    if oov.any():
-      scores["oov_token_accuracy"] = evaluate.token_accuracy(true, pred, oov)
-  return scores
