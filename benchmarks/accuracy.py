@@ -50,6 +50,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from xdomain import workdir as workdir_lib
 from xdomain.config import Config
 
 _TASK = flags.DEFINE_string("task", "digits", "Folder of flag files under experiments/.")
@@ -214,12 +215,19 @@ def _same_value(saved: Any, wanted: str) -> bool:
 def _check_same_flags(workdir: str, flags: dict[str, str], chained: dict[str, str]) -> None:
   """A run made earlier with other flags (another version of its flag file) or
   from other upstream runs may not be reused or resumed: its results would be
-  filed under flags, a pair or a seed that did not make them."""
-  try:
-    with open(os.path.join(workdir, "config.json")) as f:
-      config = json.load(f)
-  except FileNotFoundError:
+  filed under flags, a pair or a seed that did not make them. Nor may a run
+  resumed with changed flags (`--allow_config_change`, in its `config_history`):
+  no one set of flags made it."""
+  config = workdir_lib.read_config(workdir, with_history=True)
+  if config is None:
     return
+  history = config.pop(workdir_lib.HISTORY_KEY, None)
+  if history:
+    changed = sorted({flag for change in history for flag in change.get("changes", {})})
+    raise RuntimeError(
+        f"{workdir} was resumed with changed flags (--{', --'.join(changed)}; see"
+        f" {workdir_lib.HISTORY_KEY} in its config.json), so no one set of flags made"
+        " its results; delete it to run it again.")
   for flag, path in chained.items():
     if os.path.abspath(config.get(flag) or "") != os.path.abspath(path):
       raise RuntimeError(f"{workdir} was run with --{flag}={config.get(flag)}, not {path};"

@@ -4,6 +4,8 @@ r"""Runs one xdomain experiment: flags -> `xdomain.train.train_and_evaluate`.
       --workdir=/tmp/xdomain/dann [--steps=... any flag overrides the file]
 
 Rerunning with the same --workdir resumes from its latest checkpoint.
+Exit status: 0 done, 2 bad input (flags, workdir, checkpoints; one line
+`error: ...` on stderr), 1 other failures, 143 stopped by SIGTERM (saved).
 """
 
 from __future__ import annotations
@@ -43,20 +45,37 @@ def config_from_flags() -> Config:
   return Config(**{f.name: flags.FLAGS[f.name].value for f in dataclasses.fields(Config)})
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, but a bad flag is one line and exit status 2
+  (absl prints the usage of every flag and exits 1)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {str(e).rstrip('.')}; see --helpfull.", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    print(f"error: unexpected arguments: {' '.join(argv[1:])} (flags are --name=value).",
+          file=sys.stderr)
+    return 2
   logging.get_absl_handler().addFilter(_QuietLibraries())
   # Imported after flag parsing so that `--help` stays fast.
   from xdomain import checkpoint
   from xdomain import train
+  from xdomain import workdir
 
+  # Bad input: flags, the workdir (busy, unusable, resumed with other flags,
+  # damaged metrics), a checkpoint of another run, or a damaged one named by
+  # --init_from or --teacher (the workdir's own are set aside, not errors).
+  bad_input = (ConfigError, workdir.WorkdirError, checkpoint.CheckpointMismatchError,
+               checkpoint.CheckpointDamagedError, FileNotFoundError)
   try:
     results = train.train_and_evaluate(config_from_flags(), flags.FLAGS.workdir)
-  except (ConfigError, checkpoint.CheckpointMismatchError, train.NonFiniteLossError,
-          FileNotFoundError, ImportError) as e:
+  except (*bad_input, train.NonFiniteLossError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr)
-    return 2 if isinstance(e, ConfigError) else 1
+    return 2 if isinstance(e, bad_input) else 1
   if results.get("interrupted"):
     return 128 + 15  # stopped by SIGTERM after saving a checkpoint
   print(f"target test accuracy {results['target_test_accuracy']:.4f}, source test"
@@ -67,4 +86,4 @@ def main(argv):
 
 if __name__ == "__main__":
   logging.set_verbosity(logging.INFO)
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

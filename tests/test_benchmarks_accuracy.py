@@ -110,6 +110,25 @@ def test_a_run_made_from_other_upstreams_is_not_reused(runs, tmp_path):
   assert [name for name, _ in runs] == ["source_only"]
 
 
+def test_a_run_resumed_with_changed_flags_is_not_reused(runs, tmp_path):
+  flagfile = tmp_path / "method.flags"
+  flagfile.write_text("--method=source_only\n--learning_rate=2e-3\n")
+  finished = tmp_path / "pair" / "method" / "seed0"
+  finished.mkdir(parents=True)
+  (finished / "results.json").write_text(json.dumps({"target_test_accuracy": 0.9}))
+  # Its latest flags are the flag file's, but steps 0-100 ran with another rate.
+  (finished / "config.json").write_text(json.dumps({
+      "method": "source_only", "learning_rate": 2e-3, "source": "digits/uci",
+      "target": "digits/mnist", "seed": 0, "config_history": [
+          {"step": 100, "changes": {"learning_rate": {"from": 1e-3, "to": 2e-3}}}]}))
+  with pytest.raises(RuntimeError, match=r"seed0 was resumed with changed flags"
+                     r" \(--learning_rate; see config_history in its config.json\)"):
+    accuracy.run_chain(str(flagfile), dict(source="digits/uci", target="digits/mnist",
+                                           seed="0"),
+                       task_dir=str(tmp_path), pair_dir=str(tmp_path / "pair"))
+  assert not runs
+
+
 def test_a_run_made_with_other_flags_is_not_reused(runs, tmp_path):
   flagfile = tmp_path / "method.flags"
   flagfile.write_text("--method=source_only\n--learning_rate=1e-3\n--char_cnn=true\n")

@@ -309,6 +309,26 @@ def test_an_at_sign_in_a_conll_path_is_read_as_the_suffix(tmp_path):
     text_builders.text_domain_info(name)
 
 
+@pytest.mark.parametrize("empty", ["train", "test"])
+def test_an_empty_conll_file_is_one_clear_error_naming_it(empty, tmp_path):
+  # Before: an empty test file crashed at the first evaluation, after training;
+  # an empty train file crashed the loader or read as another label set.
+  files = {"train": CONLL2003_TRAIN, "test": CONLL2003_TEST, empty: "-DOCSTART- O\n\n"}
+  name = _write_conll(tmp_path, files["train"], files["test"])
+  with pytest.raises(ValueError, match=f"{name}: the {empty} file {tmp_path}/{empty}.txt"
+                     " holds no sentence; give a CoNLL file with one token per line"):
+    text_builders.text_domain_info(name)
+
+
+@pytest.mark.parametrize("flag", ["source", "target"])
+def test_an_empty_conll_domain_stops_the_run_before_training(flag, tmp_path):
+  empty = _write_conll(tmp_path, "", "")
+  config = Config(model="bilstm", method="dann", source="ner/wnut16", target="ner/wnut16")
+  with pytest.raises(ConfigError, match=rf"^--{flag}={empty}: the train file .* holds no"
+                     r" sentence; .* after each sentence\.$"):
+    validate_config(dataclasses.replace(config, **{flag: empty}))
+
+
 def test_every_relabelling_target_has_a_built_in_mapping():
   # Files of other types relabel with it when no mapping is given.
   assert set(text_builders.RELABEL_TARGETS) == set(text_builders._CONLL_MAPPINGS)

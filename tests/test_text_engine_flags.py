@@ -73,7 +73,8 @@ def test_text_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
     assert "target_test_span_f1" in results and "target_test_span_f1/person" in results
   # Resuming reads the saved vocabulary (not rebuilt, not rewritten) and
   # continues from the checkpoint's step.
-  resumed = train_and_evaluate(dataclasses.replace(config, steps=2), workdir,
+  resumed = train_and_evaluate(dataclasses.replace(config, steps=2, allow_config_change=True),
+                               workdir,
                                devices=flagfiles.smoke_devices())
   assert resumed["step"] == 2
   with open(vocab_path) as f:

@@ -52,7 +52,7 @@ def pretrained(data_dir, tmp_path_factory):
   """The workdir of experiments/digits/source_only.flags after 2 steps."""
   workdir = str(tmp_path_factory.mktemp("pretrained"))
   config = flagfiles.config_from_flagfile(DIGITS_SOURCE_ONLY, **_TINY, data_dir=data_dir)
-  loop.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir, devices=flagfiles.smoke_devices())
   return workdir
 
 
@@ -80,15 +80,16 @@ def test_baseline_runs_and_resumes(name, data_dir, tmp_path):
   config = smoke_config(name, data_dir)
   if config.source.startswith("sentiment/"):
     config = dataclasses.replace(config, max_length=16, vocab_size=500)
-  results = loop.train_and_evaluate(config, str(tmp_path))
+  results = loop.train_and_evaluate(config, str(tmp_path), devices=flagfiles.smoke_devices())
   assert results["step"] == 2 and results["method"] == "source_only"
-  resumed = loop.train_and_evaluate(dataclasses.replace(config, steps=3), str(tmp_path))
+  resumed = loop.train_and_evaluate(
+      dataclasses.replace(config, steps=3, allow_config_change=True), str(tmp_path), devices=flagfiles.smoke_devices())
   assert resumed["step"] == 3
 
 
 def test_finetune_frozen_keeps_the_backbone_bit_identical(pretrained, data_dir, tmp_path):
   config = _smoke_config("finetune_frozen.flags", pretrained, data_dir)
-  results = loop.train_and_evaluate(config, str(tmp_path))
+  results = loop.train_and_evaluate(config, str(tmp_path), devices=flagfiles.smoke_devices())
   assert results["step"] == 2
   before = checkpoint.flatten_paths(checkpoint.load_params(pretrained))
   after = checkpoint.flatten_paths(checkpoint.load_params(str(tmp_path)))
@@ -113,7 +114,7 @@ def test_finetune_l2sp_restores_and_anchors(pretrained, data_dir, tmp_path):
   np.testing.assert_array_equal(got["head/logits/kernel"], fresh_head["logits"]["kernel"])
   anchor = checkpoint.flatten_paths(jax.device_get(state.untrained["anchor"]))
   assert sorted(anchor) == sorted(p for p in got if p.startswith("backbone/"))
-  results = loop.train_and_evaluate(config, str(tmp_path))
+  results = loop.train_and_evaluate(config, str(tmp_path), devices=flagfiles.smoke_devices())
   assert results["step"] == 2
 
 
@@ -137,7 +138,7 @@ def test_distill_digits_runs_and_the_teacher_is_the_checkpoint(pretrained, data_
   term = one_hot.terms(outputs, {}, jax.random.key(0), 0)["distill"]
   log_p = jax.nn.log_softmax(student)
   np.testing.assert_allclose(term, -jnp.mean(log_p[jnp.arange(4), labels]), rtol=1e-5)
-  results = loop.train_and_evaluate(config, str(tmp_path))
+  results = loop.train_and_evaluate(config, str(tmp_path), devices=flagfiles.smoke_devices())
   assert results["step"] == 2 and results["model"] == "row_lstm"
 
 
@@ -146,10 +147,11 @@ def test_pseudo_label_digits_resumes_exactly(pretrained, data_dir, tmp_path):
       _smoke_config("pseudo_label_digits.flags", pretrained, data_dir),
       teacher_refresh_every=2, confidence_threshold=0.1, checkpoint_every=1, eval_every=3)
   straight = loop.train_and_evaluate(dataclasses.replace(config, steps=3),
-                                     str(tmp_path / "straight"))
-  loop.train_and_evaluate(config, str(tmp_path / "resumed"))
-  resumed = loop.train_and_evaluate(dataclasses.replace(config, steps=3),
-                                    str(tmp_path / "resumed"))
+                                     str(tmp_path / "straight"), devices=flagfiles.smoke_devices())
+  loop.train_and_evaluate(config, str(tmp_path / "resumed"), devices=flagfiles.smoke_devices())
+  resumed = loop.train_and_evaluate(
+      dataclasses.replace(config, steps=3, allow_config_change=True), str(tmp_path / "resumed"),
+      devices=flagfiles.smoke_devices())
   assert resumed["target_test_accuracy"] == straight["target_test_accuracy"]
   jax.tree.map(np.testing.assert_array_equal, checkpoint.load_params(str(tmp_path / "resumed")),
                checkpoint.load_params(str(tmp_path / "straight")))

@@ -149,6 +149,10 @@ class Config:
   eval_every: int = _flag(500, 'Evaluate on the test splits every this many steps.')
   checkpoint_every: int = _flag(500, 'Save a checkpoint every this many steps.')
   keep_checkpoints: int = _flag(3, 'Keep the last this many checkpoints.')
+  allow_config_change: bool = _flag(False,
+      "Resume a workdir with flags that alter training (learning rate, steps, ...) other "
+      "than those its checkpoint was trained with; the change and its step are recorded "
+      "in config.json's config_history. Without it such a resume is refused.")
   plots: bool = _flag(False,
       "Write learning curves, t-SNE of the features and the proxy A-distance.")
   data_dir: str | None = _flag(None,

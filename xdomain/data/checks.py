@@ -28,6 +28,8 @@ def validate_config(config: Config):
     try:
       infos[name] = domains.domain_info(domain)
     except ValueError as e:  # unknown name, or unreadable conll: files
+      if domain.startswith(text_builders.CONLL_PREFIX):  # e names the files
+        raise ConfigError(f"--{name}={e}.") from e
       raise ConfigError(
           f"--{name}={domain!r} is not a known domain: {e}. Known domains:"
           f" {', '.join(domains.list_domains())}, or conll:/path/train.txt.") from e

@@ -673,6 +673,11 @@ def _read_conll_domain(name: str):
       split: [(tokens, text_corpora.iob1_to_bio2(tags))
               for tokens, tags in text_corpora.parse_conll(path.read_text(encoding="utf-8"))]
       for split, path in (("train", train_path), ("test", test_path))}
+  for split, path in (("train", train_path), ("test", test_path)):
+    if not sentences[split]:  # else a crash in the loader or the first evaluation
+      raise ValueError(
+          f"{name}: the {split} file {path} holds no sentence; give a CoNLL file"
+          " with one token per line (its tag last) and a blank line after each sentence")
   tag_seqs = [tags for split in SPLITS for _, tags in sentences[split]]
   description = f"CoNLL files {train_path} and {test_path}"
   if target is None:

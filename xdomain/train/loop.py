@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,12 +18,14 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from xdomain import checkpoint
+from xdomain import workdir as workdir_lib
 from xdomain.config import Config
 from xdomain.train.experiment import Experiment
 from xdomain.train.writer import MetricWriter
 
 RESULTS_FILE = "results.json"
-CONFIG_FILE = "config.json"
+CONFIG_FILE = workdir_lib.CONFIG_FILE
+_CONFIG_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Config)}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -52,17 +55,53 @@ def train_and_evaluate(config: Config, workdir: str, *,
   the run was stopped by SIGTERM, `{'interrupted': True, 'step': ...}` after
   saving a checkpoint to resume from.
 
+  One run holds `workdir` at a time (`workdir.WorkdirLock`, taken by process
+  0 before anything is read or written, released however the run ends). It
+  resumes from the newest readable checkpoint (damaged ones are set aside in
+  `checkpoints.damaged/`) and only with the flags that checkpoint was trained
+  with, unless `config.allow_config_change` (`workdir.record_config`).
+
   Raises:
     ConfigError: a flag value that cannot work.
+    workdir.WorkdirError: the workdir is busy or unusable
+      (`WorkdirBusyError`), the flags differ from the checkpoint's
+      (`ConfigChangeError`), or its metrics are damaged.
     checkpoint.CheckpointMismatchError: the workdir holds another run.
+    checkpoint.CheckpointDamagedError: a checkpoint that `--init_from` or
+      `--teacher` names cannot be read.
     NonFiniteLossError: a loss term became NaN/inf (the last good checkpoint
       is kept).
   """
   _initialize_distributed(config)
   workdir = os.path.abspath(workdir)
+  lock = _lock(workdir)
+  try:
+    return _train_and_evaluate(config, workdir, devices)
+  finally:
+    lock.release()  # a workdir it created and nothing else filled goes too
+
+
+def _lock(workdir: str) -> workdir_lib.WorkdirLock:
+  """Process 0 takes the workdir's lock; if it cannot, every process stops."""
+  lock = workdir_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0)
+  error = None
+  try:
+    lock.acquire()
+  except Exception as e:  # noqa: BLE001  (re-raised below, after the others know)
+    error = e
+  if jax.process_count() > 1:
+    failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+    if failed and error is None:
+      raise workdir_lib.WorkdirError(
+          f"process 0 could not take --workdir={workdir} (its error says why).")
+  if error is not None:
+    raise error
+  return lock
+
+
+def _train_and_evaluate(config: Config, workdir: str,
+                        devices: Sequence[jax.Device] | None) -> dict[str, Any]:
   is_writer = jax.process_index() == 0
-  if is_writer:
-    os.makedirs(workdir, exist_ok=True)
   experiment = Experiment(config, workdir, devices=devices)
   started = time.time()
 
@@ -71,33 +110,28 @@ def train_and_evaluate(config: Config, workdir: str, *,
   meta = experiment.meta(state)
 
   manager = checkpoint.make_manager(workdir, keep=config.keep_checkpoints)
-  start_step = manager.latest_step() or 0
-  if start_step:
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    state, loader_state = checkpoint.restore(manager, start_step, abstract, meta)
-    try:
-      loader.set_state(loader_state)
-    except ValueError as e:  # same model, other data settings (preprocessing, ...)
-      raise checkpoint.CheckpointMismatchError(
-          f"the checkpoint in {workdir} was written with other data settings: {e}."
-          " Use a new --workdir, or the flags of the run that wrote it.") from e
-    logging.info("Resumed from the checkpoint at step %d in %s.", start_step, workdir)
-  if is_writer:
-    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-      f.write(config.to_json())
-  writer = MetricWriter(workdir, enabled=is_writer, resume_step=start_step)
+  try:
+    start_step, state = _resume(config, workdir, manager, state, loader, meta)
+    # A fresh start also forgets the events of attempts killed before their
+    # first checkpoint (their compile_seconds at step 0 included).
+    writer = MetricWriter(workdir, enabled=is_writer,
+                          resume_step=start_step if start_step else -1)
+  except BaseException:
+    manager.close()
+    raise
 
   preempted, previous_handler = _watch_for_sigterm()
   try:
     results, state = _train(experiment, state, loader, manager, meta, writer, start_step,
                             preempted)
   finally:
-    if previous_handler is not None:
-      signal.signal(signal.SIGTERM, previous_handler)
+    # With the SIGTERM handler still in place: a SIGTERM during the last
+    # (asynchronous) save waits for it instead of ending the run unsaved.
     manager.wait_until_finished()
     manager.close()
     writer.close()
+    if previous_handler is not None:
+      signal.signal(signal.SIGTERM, previous_handler)
   if results.get("interrupted"):
     return results
   if is_writer and config.plots:
@@ -105,9 +139,33 @@ def train_and_evaluate(config: Config, workdir: str, *,
     results.update(plots.write_plots(experiment, state))
   results["wall_seconds"] = time.time() - started
   if is_writer:
-    with open(os.path.join(workdir, RESULTS_FILE), "w") as f:
-      json.dump(results, f, indent=2)
+    workdir_lib.write_atomic(os.path.join(workdir, RESULTS_FILE),
+                             json.dumps(results, indent=2))
   return results
+
+
+def _resume(config: Config, workdir: str, manager, state, loader, meta) -> tuple[int, Any]:
+  """`(step, state)` of the newest readable checkpoint (`(0, state)` if none),
+  the loader moved to its position; then `config.json` checked and recorded."""
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+  restored = checkpoint.restore_latest(manager, abstract, meta)
+  start_step = 0
+  if restored is not None:
+    start_step, state, loader_state = restored
+    try:
+      loader.set_state(loader_state)
+    except ValueError as e:  # same model, other data settings (preprocessing, ...)
+      raise checkpoint.CheckpointMismatchError(
+          f"the checkpoint in {workdir} was written with other data settings: {e}."
+          " Use a new --workdir, or the flags of the run that wrote it.") from e
+    logging.info("Resumed from the checkpoint at step %d in %s.", start_step, workdir)
+  # Refused (ConfigChangeError) if flags that alter training differ from those
+  # the checkpoint was trained with; the file is written only when they change.
+  workdir_lib.record_config(workdir, dataclasses.asdict(config),
+                            allow=config.allow_config_change, step=start_step,
+                            write=jax.process_index() == 0, defaults=_CONFIG_DEFAULTS)
+  return start_step, state
 
 
 def _watch_for_sigterm() -> tuple[Callable[[int], bool], Any]:
@@ -151,7 +209,8 @@ def _train(experiment: Experiment, state, loader, manager, meta, writer, start_s
   # (each compiled when first seen).
   compiled = {_shapes(batch): train_step.lower(state, batch, experiment.step_rng).compile()}
   compile_seconds = time.time() - compile_started
-  writer.write(step, {"compile_seconds": compile_seconds})
+  if start_step == 0:  # once per run, as in an unbroken run; a resume only logs it
+    writer.write(step, {"compile_seconds": compile_seconds})
   logging.info("Compiled the train step in %.1f s.", compile_seconds)
 
   pending: list[dict] = []
