@@ -59,8 +59,8 @@ def _time(fn, *args, reps: int) -> float:
   return statistics.median(times)
 
 
-def measure(n: int, d: int, name: str, *, block_size: int, bandwidths, reps: int, grad: bool,
-            max_dense_gib: float) -> dict:
+def measure(n: int, d: int, name: str, *, block_size: int, bandwidths, heuristic: str,
+            reps: int, grad: bool, max_dense_gib: float) -> dict:
   """Compiles and times one configuration; returns a row of the table."""
   estimator, blocked = ESTIMATORS[name]
   row = {"n": n, "d": d, "estimator": name + (f" (B={block_size})" if blocked else "")}
@@ -68,8 +68,8 @@ def measure(n: int, d: int, name: str, *, block_size: int, bandwidths, reps: int
   if name.endswith("-dense") and 6 * n * n * 4 > max_dense_gib * 2**30:
     row["note"] = f"skipped: dense n x n kernels > {max_dense_gib:g} GiB"
     return row
-  fn = functools.partial(losses.mmd, bandwidths=bandwidths, estimator=estimator,
-                         block_size=block_size if blocked else None)
+  fn = functools.partial(losses.mmd, bandwidths=bandwidths, bandwidth_heuristic=heuristic,
+                         estimator=estimator, block_size=block_size if blocked else None)
   kx, ky = jax.random.split(jax.random.key(n * 7919 + d))
   x = jax.random.normal(kx, (n, d), jnp.float32)
   y = jax.random.normal(ky, (n, d), jnp.float32) + 0.1
@@ -107,9 +107,10 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--estimators", default=",".join(ESTIMATORS),
                       help=f"comma-separated subset of {list(ESTIMATORS)}")
   parser.add_argument("--block_size", type=int, default=1024, help="rows per block (blocked)")
-  parser.add_argument("--bandwidths", choices=("fixed", "median"), default="fixed",
+  parser.add_argument("--bandwidths", choices=("fixed", "mean", "median"), default="fixed",
                       help="fixed: five widths 0.5..2 x sqrt(d) (the estimator's own cost); "
-                           "median: the default median heuristic (adds an O(1) 1024-point sort)")
+                           "mean: the default, DAN's mean heuristic (exact, O(n d)); "
+                           "median: the median heuristic (adds an O(1) 1024-point sort)")
   parser.add_argument("--reps", type=int, default=3, help="timed runs per configuration")
   parser.add_argument("--no_grad", dest="grad", action="store_false",
                       help="time the forward pass only")
@@ -131,11 +132,12 @@ def main(argv: list[str]) -> None:
   rows = []
   for d in ds:
     # Widths scaled with sqrt(d), where Gaussian-feature distances live.
-    bandwidths = (None if args.bandwidths == "median" else
+    bandwidths = (None if args.bandwidths in ("mean", "median") else
                   [s * d**0.5 for s in losses.DEFAULT_BANDWIDTH_MULTIPLIERS])
     for n in ns:
       for name in names:
         row = measure(n, d, name, block_size=args.block_size, bandwidths=bandwidths,
+                      heuristic="median" if args.bandwidths == "median" else "mean",
                       reps=args.reps, grad=args.grad, max_dense_gib=args.max_dense_gib)
         rows.append(row)
         print(table([row], args.grad).splitlines()[-1], flush=True)

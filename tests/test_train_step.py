@@ -54,10 +54,12 @@ def test_source_only_step_is_one_sgd_step_on_the_cross_entropy():
 
 
 @pytest.mark.parametrize("method_name, term, reference", [
-    ("dan", "mmd", lambda fs, ft, ls, lt: losses.mmd(fs, ft)),
+    ("dan", "mmd", lambda fs, ft, ls, lt: losses.mmd(
+        fs, ft, bandwidth_heuristic="median", kernel_reduction="mean")),
     ("coral", "coral", lambda fs, ft, ls, lt: losses.coral(fs, ft)),
     ("jan", "jmmd", lambda fs, ft, ls, lt: losses.jmmd(
-        [fs, jax.nn.softmax(ls)], [ft, jax.nn.softmax(lt)])),
+        [fs, jax.nn.softmax(ls)], [ft, jax.nn.softmax(lt)], bandwidth_heuristic="median",
+        kernel_reduction="mean")),
     ("entropy", "entropy", lambda fs, ft, ls, lt: losses.entropy(lt).mean()),
     ("mcc", "mcc", lambda fs, ft, ls, lt: losses.mcc(lt, temperature=2.5)),
 ])

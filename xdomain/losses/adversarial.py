@@ -1,4 +1,8 @@
-"""Adversarial domain alignment: gradient reversal, the DANN loss and CDAN(+E)."""
+"""Adversarial domain alignment: gradient reversal, the DANN loss and CDAN(+E).
+
+The losses are per example, one array per domain; `domain_balanced_mean`
+is the reduction of DANN and CDAN (each domain's mean, the two averaged).
+"""
 
 from __future__ import annotations
 
@@ -70,10 +74,6 @@ def _discriminator_logits(logits: Any, name: str) -> jax.Array:
   return logits
 
 
-def _weighted_mean(values, weights, keep) -> jax.Array:
-  return jnp.sum(jnp.where(keep, weights * values, 0.0)) / jnp.sum(keep)
-
-
 def domain_adversarial(
     source_logits: jax.Array,
     target_logits: jax.Array,
@@ -82,40 +82,46 @@ def domain_adversarial(
     target_weights: jax.Array | None = None,
     source_where: jax.Array | None = None,
     target_where: jax.Array | None = None,
-) -> jax.Array:
-  r"""The DANN domain-discriminator loss: binary cross-entropy, source = 1, target = 0.
-
-  The loss of each domain is averaged over that domain's valid examples, and
-  the two domain averages are averaged (each domain counts half, whatever the
-  batch sizes):
+) -> tuple[jax.Array, jax.Array]:
+  r"""The DANN domain-discriminator loss per example: binary cross-entropy, source = 1, target = 0.
 
   .. math::
-    \ell = \frac{1}{2}\left(\frac{1}{n_s}\sum_{i} w^s_i\,\mathrm{softplus}(-z^s_i)
-      + \frac{1}{n_t}\sum_{j} w^t_j\,\mathrm{softplus}(z^t_j)\right)
+    \ell^s_i = w^s_i\,\mathrm{softplus}(-z^s_i), \qquad
+    \ell^t_j = w^t_j\,\mathrm{softplus}(z^t_j)
 
   where z are the discriminator's raw logits, softplus(-z) = -log sigmoid(z)
-  and softplus(z) = -log(1 - sigmoid(z)) are computed stably, n_s and n_t count
-  the valid examples, and the weights default to 1 (they are not renormalised
-  here; :func:`cdan` normalises its entropy weights before calling this).
+  and softplus(z) = -log(1 - sigmoid(z)) are computed stably, and the weights
+  default to 1. DANN's loss is the domain-balanced mean of the two,
+
+  .. math::
+    \ell = \frac{1}{2}\left(\frac{1}{n_s}\sum_{i} \ell^s_i
+      + \frac{1}{n_t}\sum_{j} \ell^t_j\right)
+
+  (each domain counts half, whatever the batch sizes; n_s and n_t count the
+  valid examples): :func:`domain_balanced_mean`.
 
   Args:
     source_logits: [n] or [n, 1] discriminator logits on source features (any
-      further leading dimensions, e.g. [batch, time], are averaged over too).
+      further leading dimensions, e.g. [batch, time], are kept).
     target_logits: [m] or [m, 1] discriminator logits on target features.
     source_weights: optional per-example weights, shaped like the logits
-      without the trailing 1.
+      without the trailing 1 (not renormalised here; :func:`cdan` normalises
+      its entropy weights).
     target_weights: optional per-example weights for the target.
     source_where: optional boolean mask of valid source examples.
     target_where: optional boolean mask of valid target examples.
 
   Returns:
-    The scalar loss (float32 for f32/bf16 inputs).
+    `(source_losses, target_losses)`, shaped like the logits without the
+    trailing 1, float32 for f32/bf16 inputs; 0 (with zero gradients, whatever
+    the masked logits hold) where masked.
 
   Example:
     >>> import jax.numpy as jnp
     >>> from xdomain import losses
     >>> zero = jnp.zeros(4)  # a discriminator that cannot tell: log 2 each
-    >>> print(f"{float(losses.domain_adversarial(zero, zero)):.4f}")
+    >>> source, target = losses.domain_adversarial(zero, zero)
+    >>> print(f"{float(losses.domain_balanced_mean(source, target)):.4f}")
     0.6931
 
   References:
@@ -127,9 +133,57 @@ def domain_adversarial(
   wt = _checks.per_example_weights(target_weights, target_logits.shape, "target_weights")
   keep_s = _checks.mask(source_where, source_logits.shape, "source_where")
   keep_t = _checks.mask(target_where, target_logits.shape, "target_where")
-  source_loss = _weighted_mean(jax.nn.softplus(-source_logits), ws, keep_s)
-  target_loss = _weighted_mean(jax.nn.softplus(target_logits), wt, keep_t)
-  return 0.5 * (source_loss + target_loss)
+  # Masked logits are replaced before softplus, so that NaN or inf there
+  # reaches neither the values nor the gradients.
+  source_loss = jnp.where(keep_s, ws * jax.nn.softplus(-jnp.where(keep_s, source_logits, 0.0)),
+                          0.0)
+  target_loss = jnp.where(keep_t, wt * jax.nn.softplus(jnp.where(keep_t, target_logits, 0.0)),
+                          0.0)
+  return source_loss, target_loss
+
+
+def domain_balanced_mean(
+    source_values: jax.Array,
+    target_values: jax.Array,
+    *,
+    source_where: jax.Array | None = None,
+    target_where: jax.Array | None = None,
+) -> jax.Array:
+  r"""The reduction of the adversarial losses: each domain's mean, the two averaged.
+
+  .. math::
+    \frac{1}{2}\left(\frac{1}{n_s}\sum_{i \in \mathrm{valid}_s} v^s_i
+      + \frac{1}{n_t}\sum_{j \in \mathrm{valid}_t} v^t_j\right)
+
+  so each domain counts half whatever the batch sizes, as in DANN and CDAN. A
+  domain without valid entries contributes 0 (the empty-mask rule), so a
+  fully masked batch gives 0 with zero gradients.
+
+  Args:
+    source_values: per-example source values of any shape, e.g. the first
+      output of :func:`domain_adversarial` or :func:`cdan`.
+    target_values: per-example target values of any shape.
+    source_where: optional boolean mask shaped like `source_values`.
+    target_where: optional boolean mask shaped like `target_values`.
+
+  Returns:
+    A float32 scalar.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from xdomain import losses
+    >>> float(losses.domain_balanced_mean(jnp.array([1.0, 3.0]), jnp.array([6.0])))
+    4.0
+  """
+  def mean(values, where, name):
+    values = _checks.as_float(values)
+    keep = _checks.mask(where, values.shape, name)
+    count = jnp.sum(keep)
+    total = jnp.sum(jnp.where(keep, values, 0.0))
+    return jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)
+
+  return 0.5 * (mean(source_values, source_where, "source_where")
+                + mean(target_values, target_where, "target_where"))
 
 
 class CdanRandomMatrices(NamedTuple):
@@ -138,33 +192,49 @@ class CdanRandomMatrices(NamedTuple):
   classes: jax.Array  # [c, r]
 
 
+# CDAN uses the randomized multilinear map when the multilinear map would have
+# more than this many dimensions (d * c > 4096, Long et al. 2018, Sec. 3.2).
+CDAN_MULTILINEAR_MAX_DIM = 4096
+
+
 def cdan_random_matrices(
     key: jax.Array,
     feature_dim: int,
     num_classes: int,
     *,
     output_dim: int = 1024,
-) -> CdanRandomMatrices:
-  """Draws the fixed matrices R_f [d, r] and R_g [c, r] (standard normal) of CDAN.
+    multilinear_max_dim: int = CDAN_MULTILINEAR_MAX_DIM,
+) -> CdanRandomMatrices | None:
+  """The fixed matrices R_f [d, r] and R_g [c, r] of CDAN's randomized map, when it is needed.
 
-  Draw them once (e.g. at initialisation, from a fixed key) and keep them for
-  the whole run, like any other non-trainable state.
+  As in the paper, the randomized multilinear map replaces the multilinear one
+  when d * c exceeds `multilinear_max_dim` (4096); for smaller maps this
+  returns None, which :func:`cdan_features` reads as "the full multilinear
+  map". So `cdan_features(f, g, random_matrices=cdan_random_matrices(key, d, c))`
+  makes the paper's choice. The matrices are standard normal; draw them once
+  (e.g. at initialisation, from a fixed key) and keep them for the whole run,
+  like any other non-trainable state.
 
   Args:
     key: a JAX PRNG key.
     feature_dim: d, the feature dimension.
     num_classes: c, the number of classes.
     output_dim: r, the dimension of the randomized map (1024 in the paper).
+    multilinear_max_dim: the largest d * c for which the multilinear map is
+      used (4096 in the paper; 0 always draws the matrices).
 
   Returns:
-    A `CdanRandomMatrices(features=[d, r], classes=[c, r])` pytree.
+    None when d * c <= multilinear_max_dim, else a
+    `CdanRandomMatrices(features=[d, r], classes=[c, r])` pytree.
 
   Example:
     >>> import jax
     >>> from xdomain import losses
-    >>> rm = losses.cdan_random_matrices(jax.random.key(0), 256, 10, output_dim=512)
-    >>> rm.features.shape, rm.classes.shape
-    ((256, 512), (10, 512))
+    >>> rm = losses.cdan_random_matrices(jax.random.key(0), 256, 31, output_dim=512)
+    >>> rm.features.shape, rm.classes.shape  # 256 * 31 > 4096: randomized
+    ((256, 512), (31, 512))
+    >>> print(losses.cdan_random_matrices(jax.random.key(0), 256, 10))  # 2560: multilinear
+    None
 
   References:
     Long et al., "Conditional Adversarial Domain Adaptation", NeurIPS 2018.
@@ -173,6 +243,11 @@ def cdan_random_matrices(
                       ("output_dim", output_dim)):
     if not isinstance(value, int) or value <= 0:
       raise ValueError(f"{name} must be a positive int, got {value!r}.")
+  if not isinstance(multilinear_max_dim, int) or multilinear_max_dim < 0:
+    raise ValueError(
+        f"multilinear_max_dim must be a non-negative int, got {multilinear_max_dim!r}.")
+  if feature_dim * num_classes <= multilinear_max_dim:
+    return None
   key_f, key_g = jax.random.split(key)
   return CdanRandomMatrices(
       features=jax.random.normal(key_f, (feature_dim, output_dim), jnp.float32),
@@ -195,6 +270,8 @@ def cdan_features(
     T(f, g) = \frac{1}{\sqrt{r}} (f R_f) \odot (g R_g) \in \mathbb{R}^r,
 
   whose inner products approximate those of the full map for large c * d.
+  CDAN uses it when c * d > 4096: pass `random_matrices=cdan_random_matrices(
+  key, d, c)`, which is None (the multilinear map) up to 4096 dimensions.
 
   Gradient flow: as in the reference code, the predictions are detached
   (`stop_gradient`): gradients reach `features` only.
@@ -202,7 +279,8 @@ def cdan_features(
   Args:
     features: [n, d] features f (any leading dimensions, e.g. [batch, time, d]).
     probs: [n, c] class probabilities g (softmax outputs), same leading shape.
-    random_matrices: None, or `cdan_random_matrices(key, d, c, output_dim=r)`.
+    random_matrices: None for the multilinear map, or the matrices of
+      `cdan_random_matrices(key, d, c, output_dim=r)` for the randomized one.
 
   Returns:
     [n, c * d] (multilinear) or [n, r] (randomized), float32 for f32/bf16.
@@ -269,21 +347,20 @@ def cdan(
     target_class_logits: jax.Array | None = None,
     source_where: jax.Array | None = None,
     target_where: jax.Array | None = None,
-) -> jax.Array:
-  r"""The CDAN discriminator loss, entropy-weighted (CDAN+E) when class logits are given.
+) -> tuple[jax.Array, jax.Array]:
+  r"""The CDAN discriminator loss per example, entropy-weighted (CDAN+E) with class logits.
 
   `source_logits` / `target_logits` are the discriminator's outputs on
   :func:`cdan_features` (passed through :func:`gradient_reversal`). Without class
   logits this is :func:`domain_adversarial`. With them, each example is
   weighted by :math:`e_i = 1 + \exp(-H(g_i))` (:func:`cdan_entropy_weights`,
-  detached), normalised within each domain as in the paper's code,
+  detached), normalised within each domain of the batch as in the paper's code,
 
   .. math::
     w_i = n \frac{e_i}{\sum_{j} e_j} \quad \text{(over the domain's n valid examples)},
 
-  so each domain's term is the e-weighted average
-  :math:`\sum_i e_i \ell_i / \sum_i e_i`, and the two are averaged as in
-  :func:`domain_adversarial`.
+  so that :func:`domain_balanced_mean` of the result averages the two domains'
+  e-weighted means :math:`\sum_i e_i \ell_i / \sum_i e_i`: CDAN's loss.
 
   Args:
     source_logits: [n] or [n, 1] discriminator logits on source examples.
@@ -295,7 +372,8 @@ def cdan(
     target_where: optional boolean mask of valid target examples.
 
   Returns:
-    The scalar loss (float32 for f32/bf16 inputs).
+    `(source_losses, target_losses)` as :func:`domain_adversarial`: 0, with zero
+    gradients, where masked.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -303,8 +381,9 @@ def cdan(
     >>> def loss_fn(features, class_logits, w, scale):  # source rows first, then target
     ...   h = losses.cdan_features(features, jax.nn.softmax(class_logits))  # [8, 64]
     ...   d = losses.gradient_reversal(h, scale) @ w  # a linear stand-in discriminator
-    ...   return losses.cdan(d[:4], d[4:], source_class_logits=class_logits[:4],
-    ...                      target_class_logits=class_logits[4:])
+    ...   source, target = losses.cdan(d[:4], d[4:], source_class_logits=class_logits[:4],
+    ...                                target_class_logits=class_logits[4:])
+    ...   return losses.domain_balanced_mean(source, target)
     >>> ks = jax.random.split(jax.random.key(0), 3)
     >>> f = jax.random.normal(ks[0], (8, 16)); cls = jax.random.normal(ks[1], (8, 4))
     >>> jax.jit(loss_fn)(f, cls, jax.random.normal(ks[2], (64,)) / 8.0, 1.0).shape
@@ -329,8 +408,10 @@ def cdan(
           f"{name} must have shape {tuple(logits.shape) + ('c',)} (one row per "
           f"discriminator logit), got shape {tuple(class_logits.shape)}.")
     keep = _checks.mask(where, logits.shape, where_name)
+    class_logits = jnp.where(keep[..., None], class_logits, 0.0)
     weights = jnp.where(keep, cdan_entropy_weights(class_logits), 0.0)
-    return weights / jnp.sum(weights) * jnp.sum(keep)
+    total = jnp.sum(weights)
+    return weights / jnp.where(total > 0, total, 1.0) * jnp.sum(keep)
 
   ws = normalised_weights(source_class_logits, source_logits, source_where,
                           "source_class_logits", "source_where")

@@ -11,7 +11,9 @@ from xdomain.losses import _checks
 def _entropy_from_logits(logits: jax.Array) -> jax.Array:
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   probs = jnp.exp(log_probs)
-  # 0 log 0 = 0 for classes whose probability underflows.
+  # 0 log 0 = 0 for classes whose probability is 0 (a -inf logit) or underflows;
+  # the log is clipped to a finite value first, so the gradient is finite too.
+  log_probs = jnp.maximum(log_probs, jnp.finfo(log_probs.dtype).min)
   return -jnp.sum(jnp.where(probs > 0, probs * log_probs, 0.0), axis=-1)
 
 
@@ -21,12 +23,13 @@ def entropy(logits: jax.Array, *, where: jax.Array | None = None) -> jax.Array:
   .. math::
     H(p) = -\sum_c p_c \log p_c, \qquad p = \mathrm{softmax}(z)
 
-  computed from `log_softmax` (stable for large logits), in nats.
+  computed from `log_softmax` (stable for large logits), in nats; a -inf logit
+  (a class ruled out) counts 0 log 0 = 0, with finite gradients.
 
   Args:
     logits: [..., c] logits, e.g. [n, c] or [batch, time, c].
     where: optional boolean mask of shape logits.shape[:-1]; masked entries
-      give 0 (and no NaN from whatever the padded logits hold).
+      give 0 with zero gradients (whatever the padded logits hold).
 
   Returns:
     [...] entropies (logits.shape[:-1]), float32 for f32/bf16 inputs.
@@ -75,7 +78,9 @@ def mcc(
       left out exactly as if removed.
 
   Returns:
-    The scalar loss (float32 for f32/bf16 inputs), in [0, (c - 1) / c].
+    The scalar loss (float32 for f32/bf16 inputs), in [0, (c - 1) / c]; 0, with
+    zero gradients, when no row is valid. A class that gets zero probability in
+    every row (its row of C is zero) adds no confusion.
 
   Example:
     >>> import jax.numpy as jnp
@@ -102,8 +107,12 @@ def mcc(
   probs = jax.nn.softmax(scaled, axis=-1)
   weights = 1.0 + jnp.exp(-_entropy_from_logits(jax.lax.stop_gradient(scaled)))
   weights = jnp.where(keep, weights, 0.0)
-  weights = weights * jnp.sum(keep) / jnp.sum(weights)
+  total = jnp.sum(weights)
+  weights = weights * jnp.sum(keep) / jnp.where(total > 0, total, 1.0)
   confusion = jnp.matmul((probs * weights[:, None]).T, probs,
                          precision=jax.lax.Precision.HIGHEST)
-  confusion = confusion / jnp.sum(confusion, axis=1, keepdims=True)
-  return (jnp.sum(confusion) - jnp.trace(confusion)) / num_classes
+  # A class no example gives any probability has a zero row: it confuses nothing.
+  row = jnp.sum(confusion, axis=1, keepdims=True)
+  confusion = confusion / jnp.where(row > 0, row, 1.0)
+  value = (jnp.sum(confusion) - jnp.trace(confusion)) / num_classes
+  return jnp.where(jnp.any(keep), value, 0.0)

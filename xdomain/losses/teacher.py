@@ -2,7 +2,9 @@
 
 In every function here the teacher's logits are targets: they are wrapped in
 `stop_gradient`, so gradients reach the student only, even when student and
-teacher share parameters.
+teacher share parameters. `consistency` and `pseudo_label` share one
+confidence rule: an example counts when the teacher's top probability is at
+least the threshold, max_c p_c >= tau (FixMatch's rule).
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ def _student_teacher(student_logits, teacher_logits, where):
   return student_logits, teacher_logits, keep
 
 
+def _confident(teacher_logits: jax.Array, threshold: float | None) -> jax.Array | None:
+  """The threshold rule of `consistency` and `pseudo_label`: max_c softmax(z)_c >= tau."""
+  if threshold is None:
+    return None
+  return jnp.max(jax.nn.softmax(teacher_logits, axis=-1), axis=-1) >= threshold
+
+
 def distillation(
     student_logits: jax.Array,
     teacher_logits: jax.Array,
@@ -46,7 +55,8 @@ def distillation(
     student_logits: [..., c] student logits.
     teacher_logits: [..., c] teacher logits (detached).
     temperature: T > 0.
-    where: optional boolean mask of shape logits.shape[:-1]; masked entries give 0.
+    where: optional boolean mask of shape logits.shape[:-1]; masked entries give 0,
+      with zero gradients whatever they hold.
 
   Returns:
     [...] per-example losses (float32 for f32/bf16 inputs).
@@ -84,7 +94,7 @@ def consistency(
 
   .. math::
     \ell_i = m_i \frac{1}{c} \sum_c \left(p^s_{ic} - p^t_{ic}\right)^2, \qquad
-    m_i = [\max_c p^t_{ic} > \tau]
+    m_i = [\max_c p^t_{ic} \geq \tau]
 
   with p = softmax(z); without a threshold every m_i = 1. Averaging over
   the whole batch (confident or not), as French et al. do, is `loss.mean()`.
@@ -92,9 +102,11 @@ def consistency(
   Args:
     student_logits: [..., c] student logits (on one augmentation).
     teacher_logits: [..., c] EMA-teacher logits (on another; detached).
-    confidence_threshold: optional tau in [0, 1); examples whose teacher
-      confidence is not strictly above it give 0 (0.968 in French et al.).
-    where: optional boolean mask of shape logits.shape[:-1]; masked entries give 0.
+    confidence_threshold: optional tau in [0, 1]; examples whose teacher
+      confidence is below it give 0 (0.968 in French et al.), the rule of
+      :func:`pseudo_label`.
+    where: optional boolean mask of shape logits.shape[:-1]; masked entries give 0,
+      with zero gradients whatever they hold.
 
   Returns:
     [...] per-example losses (float32 for f32/bf16 inputs).
@@ -114,8 +126,9 @@ def consistency(
   ps = jax.nn.softmax(student_logits, axis=-1)
   pt = jax.nn.softmax(teacher_logits, axis=-1)
   loss = jnp.mean(jnp.square(ps - pt), axis=-1)
-  if confidence_threshold is not None:
-    keep = keep & (jnp.max(pt, axis=-1) > confidence_threshold)
+  confident = _confident(teacher_logits, confidence_threshold)
+  if confident is not None:
+    keep = keep & confident
   return jnp.where(keep, loss, 0.0)
 
 
@@ -133,16 +146,18 @@ def pseudo_label(
     \hat y_i = \arg\max_c z^t_{ic}, \quad
     m_i = [\max_c \mathrm{softmax}(z^t_i)_c \geq \tau]
 
-  (FixMatch's rule, >= tau). FixMatch averages over all unlabelled examples,
-  `loss.sum() / loss.size`; dividing by `mask.sum()` instead averages over the
-  confident ones. Pass the same logits twice for plain self-training (Lee
-  2013): the teacher side is detached.
+  (FixMatch's rule, >= tau, also that of :func:`consistency`). FixMatch averages
+  over all unlabelled examples, `loss.sum() / loss.size` (:func:`pseudo_label_loss`);
+  dividing by `mask.sum()` instead averages over the confident ones. Pass the
+  same logits twice for plain self-training (Lee 2013): the teacher side is
+  detached.
 
   Args:
     student_logits: [..., c] student logits (e.g. on a strong augmentation).
     teacher_logits: [..., c] teacher logits (e.g. EMA model or weak augmentation).
     confidence_threshold: tau (0.95 as in FixMatch), or None to keep every example.
-    where: optional boolean mask of shape logits.shape[:-1].
+    where: optional boolean mask of shape logits.shape[:-1]; masked entries give 0,
+      with zero gradients whatever they hold.
 
   Returns:
     `(loss, mask)`: [...] per-example losses, 0 where not kept, and the
@@ -165,7 +180,108 @@ def pseudo_label(
   labels = jnp.argmax(teacher_logits, axis=-1)
   log_ps = jax.nn.log_softmax(student_logits, axis=-1)
   loss = -jnp.take_along_axis(log_ps, labels[..., None], axis=-1)[..., 0]
-  if confidence_threshold is not None:
-    confidence = jnp.max(jax.nn.softmax(teacher_logits, axis=-1), axis=-1)
-    keep = keep & (confidence >= confidence_threshold)
+  confident = _confident(teacher_logits, confidence_threshold)
+  if confident is not None:
+    keep = keep & confident
   return jnp.where(keep, loss, 0.0), keep
+
+
+def class_balanced_weights(
+    teacher_logits: jax.Array,
+    *,
+    where: jax.Array | None = None,
+) -> jax.Array:
+  r"""Per-example weights that give every pseudo-class the same total weight.
+
+  .. math::
+    w_i = [i \text{ kept}] \frac{K}{C_+ \, n_{\hat y_i}}, \qquad
+    \hat y_i = \arg\max_c z_{ic}
+
+  with K kept examples, n_c of them with pseudo-label c, and C_+ classes with
+  n_c > 0; the weights sum to K, so `sum(w * loss) / N` has the scale of the
+  unweighted mean, but a class the teacher over-predicts no longer dominates
+  (the failure mode of self-training under label shift, Zou et al. 2018).
+  The weights depend on the whole batch; no gradient flows through them.
+
+  Args:
+    teacher_logits: [..., C] teacher logits (e.g. [N, C] or [batch, time, C]).
+    where: optional boolean mask of shape teacher_logits.shape[:-1], the kept
+      examples (e.g. the confident, valid ones: the mask of :func:`pseudo_label`).
+
+  Returns:
+    [...] float32 weights, 0 where not kept (all 0 if none is kept).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from xdomain import losses
+    >>> logits = jnp.array([[5.0, 0.0], [5.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    >>> losses.class_balanced_weights(logits).tolist()  # 3 of class 0, 1 of class 1
+    [0.6666666865348816, 0.6666666865348816, 0.6666666865348816, 2.0]
+
+  References:
+    Zou et al., "Unsupervised Domain Adaptation for Semantic Segmentation via
+    Class-Balanced Self-Training", ECCV 2018.
+  """
+  teacher_logits = jax.lax.stop_gradient(_checks.as_float(teacher_logits))
+  _checks.check_min_ndim(teacher_logits, 1, "teacher_logits", "[..., C]")
+  keep = _checks.mask(where, teacher_logits.shape[:-1], "where")
+  num_classes = teacher_logits.shape[-1]
+  labels = jnp.argmax(teacher_logits, axis=-1).reshape(-1)
+  kept = keep.astype(jnp.float32).reshape(-1)
+  counts = jnp.sum(jax.nn.one_hot(labels, num_classes) * kept[:, None], axis=0)
+  present = jnp.sum(counts > 0)
+  total = jnp.sum(kept)
+  per_class = total / (jnp.maximum(present, 1) * jnp.maximum(counts, 1.0))
+  return (kept * per_class[labels]).reshape(keep.shape)
+
+
+def pseudo_label_loss(
+    student_logits: jax.Array,
+    teacher_logits: jax.Array,
+    *,
+    confidence_threshold: float | None = 0.95,
+    class_balance: bool = False,
+    where: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+  r"""Self-training over a batch: :func:`pseudo_label` reduced as FixMatch, and the kept fraction.
+
+  .. math::
+    \mathcal{L} = \frac{1}{N} \sum_i w_i \ell_i
+
+  with :math:`\ell_i` the per-example losses of :func:`pseudo_label` (0 where
+  the teacher is not confident), N the number of valid examples (confident or
+  not, FixMatch's mean) and w_i = 1, or :func:`class_balanced_weights` of the
+  kept examples with `class_balance`.
+
+  Args:
+    student_logits: [..., C] student logits.
+    teacher_logits: [..., C] teacher logits (detached).
+    confidence_threshold: tau (0.95 as in FixMatch), or None to keep every example.
+    class_balance: weight the kept examples with :func:`class_balanced_weights`.
+    where: optional boolean mask of shape logits.shape[:-1], the valid examples
+      (e.g. real tokens).
+
+  Returns:
+    `(loss, kept_fraction)`, float32 scalars; both 0, with zero gradients, when
+    no example is valid.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from xdomain import losses
+    >>> t = jnp.array([[10.0, 0.0], [0.1, 0.0]]); s = jnp.zeros((2, 2))
+    >>> loss, kept = losses.pseudo_label_loss(s, t)
+    >>> round(float(loss), 4), float(kept)  # log 2 / 2: one of two kept
+    (0.3466, 0.5)
+
+  References:
+    Sohn et al., "FixMatch", NeurIPS 2020.
+    Zou et al., "Unsupervised Domain Adaptation for Semantic Segmentation via
+    Class-Balanced Self-Training", ECCV 2018.
+  """
+  per_example, keep = pseudo_label(
+      student_logits, teacher_logits, confidence_threshold=confidence_threshold, where=where)
+  weights = (class_balanced_weights(teacher_logits, where=keep) if class_balance
+             else keep.astype(jnp.float32))
+  valid = (jnp.float32(per_example.size) if where is None
+           else jnp.maximum(jnp.sum(jnp.asarray(where).astype(jnp.float32)), 1.0))
+  return jnp.sum(weights * per_example) / valid, jnp.sum(keep) / valid

@@ -18,51 +18,14 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
+from xdomain import losses
 from xdomain import models
 from xdomain.config import Config
 from xdomain.config import ConfigError
 from xdomain.methods import base
 
 LM_MODELS = ("bilstm", "bigru")
-
-
-def language_model_loss(token_features: jax.Array, tokens: jax.Array, lengths: jax.Array,
-                        embedding: jax.Array, projections) -> tuple[jax.Array, jax.Array]:
-  """Mean next-token (forward) and previous-token (backward) cross-entropies.
-
-  Args:
-    token_features: [B, L, 2H] outputs of a bidirectional encoder, `[forward |
-      backward]`, zero past each length.
-    tokens: [B, L] token ids.
-    lengths: [B] real lengths.
-    embedding: [V, E] input embeddings (the tied output layer).
-    projections: `(forward, backward)`: functions [..., H] -> [..., E].
-
-  Returns:
-    `(forward_loss, backward_loss)`: float32 means over the predicted tokens
-    (positions 0..len-2 predict 1..len-1, and 1..len-1 predict 0..len-2).
-  """
-  if token_features.ndim != 3 or token_features.shape[:2] != tokens.shape:
-    raise ValueError(
-        f"token_features must be [B, L, 2H] matching tokens {tokens.shape}; got"
-        f" {token_features.shape}.")
-  hidden = token_features.shape[-1] // 2
-  length = tokens.shape[1]
-  positions = jnp.arange(length - 1)[None, :]
-  # Pairs (state at t, token at t + 1) exist for t + 1 < length.
-  valid = (positions + 1 < lengths[:, None]).astype(jnp.float32)
-  forward, backward = projections
-
-  def loss(states, targets):
-    logits = (states.astype(jnp.float32) @ embedding.astype(jnp.float32).T)
-    per_token = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-    return jnp.sum(per_token * valid) / jnp.maximum(jnp.sum(valid), 1.0)
-
-  forward_loss = loss(forward(token_features[:, :-1, :hidden]), tokens[:, 1:])
-  backward_loss = loss(backward(token_features[:, 1:, hidden:]), tokens[:, :-1])
-  return forward_loss, backward_loss
 
 
 def validate_config(config: Config, task: str) -> None:
@@ -96,8 +59,11 @@ def make_lm_pretrain(config: Config) -> base.Method:
     forward, backward = (
         lambda h, d=direction: projection.apply({"params": aux_params[d]}, h)
         for direction in ("forward", "backward"))
-    forward_loss, backward_loss = language_model_loss(
-        features, tokens, lengths, embedding, (forward, backward))
+    real = jnp.arange(tokens.shape[1])[None, :] < lengths[:, None]
+    forward_loss, backward_loss = (
+        base.masked_mean(per_pair, real[:, :-1] & real[:, 1:])
+        for per_pair in losses.bidirectional_language_model(
+            features, tokens, embedding, projections=(forward, backward), where=real))
     return {"lm_forward": forward_loss, "lm_backward": backward_loss}
 
   return base.Method(name="lm_pretrain", model_terms=model_terms, init_aux=init_aux,

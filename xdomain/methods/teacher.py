@@ -18,8 +18,6 @@ is exact) and run it on the target part of every batch inside the step:
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Mapping
 
 import jax
@@ -29,69 +27,11 @@ from xdomain import checkpoint
 from xdomain import data
 from xdomain import losses
 from xdomain import tasks
+from xdomain import workdir as workdir_lib
 from xdomain.config import Config
 from xdomain.config import ConfigError
 from xdomain.methods import base
 from xdomain.models import zoo
-
-
-def class_balanced_weights(teacher_logits: jax.Array, keep: jax.Array) -> jax.Array:
-  r"""Per-example weights that give every pseudo-class the same total weight.
-
-  .. math::
-    w_i = [i \text{ kept}] \frac{K}{C_+ \, n_{\hat y_i}}
-
-  with K kept examples, n_c of them with pseudo-label c, and C_+ classes with
-  n_c > 0; the weights sum to K, so `sum(w * loss) / N` has the scale of the
-  unweighted mean, but a class the teacher over-predicts no longer dominates
-  (the failure mode of self-training under label shift, Zou et al. 2018).
-
-  Args:
-    teacher_logits: [N, C] teacher logits.
-    keep: [N] boolean mask of kept (confident, valid) examples.
-
-  Returns:
-    [N] float32 weights, 0 where not kept.
-  """
-  if teacher_logits.ndim != 2 or keep.shape != teacher_logits.shape[:1]:
-    raise ValueError(
-        f"teacher_logits must be [N, C] and keep [N]; got {teacher_logits.shape} and"
-        f" {keep.shape}.")
-  labels = jnp.argmax(teacher_logits, axis=-1)
-  kept = keep.astype(jnp.float32)
-  counts = jnp.sum(jax.nn.one_hot(labels, teacher_logits.shape[-1]) * kept[:, None], axis=0)
-  present = jnp.sum(counts > 0)
-  total = jnp.sum(kept)
-  per_class = total / (jnp.maximum(present, 1) * jnp.maximum(counts, 1.0))
-  return kept * per_class[labels]
-
-
-def pseudo_label_loss(student_logits: jax.Array, teacher_logits: jax.Array, *,
-                      confidence_threshold: float | None, class_balance: bool,
-                      where: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-  """Self-training loss over a batch and the fraction of examples kept.
-
-  Cross-entropy to the teacher's argmax where its confidence is >= the
-  threshold (`losses.pseudo_label`), summed (class-balanced weights with
-  `class_balance`) and divided by the number of valid examples, as FixMatch.
-
-  Args:
-    student_logits: [N, C].
-    teacher_logits: [N, C] (detached inside).
-    confidence_threshold: tau, or None to keep every example.
-    class_balance: weight with `class_balanced_weights`.
-    where: optional [N] mask of valid examples (real tokens).
-
-  Returns:
-    `(loss, kept_fraction)`, float32 scalars.
-  """
-  per_example, keep = losses.pseudo_label(
-      student_logits, teacher_logits, confidence_threshold=confidence_threshold, where=where)
-  weights = (class_balanced_weights(teacher_logits, keep) if class_balance
-             else keep.astype(jnp.float32))
-  valid = (jnp.float32(per_example.shape[0]) if where is None
-           else jnp.maximum(jnp.sum(where.astype(jnp.float32)), 1.0))
-  return jnp.sum(weights * per_example) / valid, jnp.sum(keep) / valid
 
 
 def _teacher_runner(workdir: str, config: Config, task, info):
@@ -109,14 +49,14 @@ def _teacher_runner(workdir: str, config: Config, task, info):
 
 
 def load_teacher_config(workdir: str) -> Config:
-  """The `Config` of the run in `workdir` (its `config.json`)."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  """The `Config` of the run in `workdir` (its `config.json`, whose flags are
+  the latest ones if it was resumed with others: its `config_history` is left out)."""
+  saved = workdir_lib.read_config(workdir)
+  if saved is None:
     raise FileNotFoundError(
         f"no config.json in --teacher={workdir!r}: give the --workdir of a run of"
         " experiments/main.py.")
-  with open(path) as f:
-    return Config.from_dict(json.load(f))
+  return Config.from_dict(saved)
 
 
 def make_distill(config: Config, *, alignments: Mapping[str, Callable[[Config], base.Method]]
@@ -184,8 +124,8 @@ def make_pseudo_label(config: Config) -> base.Method:
     del aux_params, rng, step
     student, mask = base.flatten_tokens(outputs.target_logits, outputs.target_mask)
     teacher, _ = base.flatten_tokens(outputs.teacher_target_logits, outputs.target_mask)
-    loss, kept = pseudo_label_loss(student, teacher, confidence_threshold=threshold,
-                                   class_balance=config.class_balance, where=mask)
+    loss, kept = losses.pseudo_label_loss(student, teacher, confidence_threshold=threshold,
+                                          class_balance=config.class_balance, where=mask)
     return {"pseudo_label": loss, "pseudo_label_kept": kept}
 
   teacher = base.Teacher(
