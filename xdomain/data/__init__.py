@@ -1,8 +1,8 @@
 """Cross-domain data: the shipped domains (tfds builders) and the loaders.
 
 Image domains (digits/...) and text domains (sentiment/..., topics/...,
-brown/..., ner/wnut16, and conll:<path> for a user's CoNLL files) share one
-registry:
+brown/..., ner/wnut16) share one registry (`registry.DOMAINS`) and one
+`DomainInfo`; conll:<path> names a user's CoNLL files (`conll.py`):
 
 >>> from xdomain import data
 >>> data.list_domains()[:3]

@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from xdomain.data import subsets
+
 SPLIT_SEED = 20240611
 TEST_FRACTION = 0.2
 MNIST_M_PHOTOS = (
@@ -128,26 +130,13 @@ def mnist_m(digits: np.ndarray, *, seed: int) -> np.ndarray:
 
 def stratified_split(labels: np.ndarray, *, seed: int = SPLIT_SEED,
                      test_fraction: float = TEST_FRACTION) -> dict[str, np.ndarray]:
-  """Fixed stratified train/test split.
-
-  Args:
-    labels: int[n] class labels.
-    seed: permutation seed (numpy PCG64, stable across numpy versions).
-    test_fraction: share of each class that goes to ``test``.
+  """The fixed train/test split of a digits domain (`subsets.stratified_split`).
 
   Returns:
     ``{'train': int64[n_train], 'test': int64[n_test]}``, sorted row indices.
   """
-  if labels.ndim != 1:
-    raise ValueError(f"labels must have shape [n], got {labels.shape}")
-  rng = np.random.default_rng(seed)
-  test = []
-  for c in np.unique(labels):
-    members = np.flatnonzero(labels == c)
-    test.append(rng.permutation(members)[:int(round(test_fraction * len(members)))])
-  is_test = np.zeros(len(labels), bool)
-  is_test[np.concatenate(test)] = True
-  return {"train": np.flatnonzero(~is_test), "test": np.flatnonzero(is_test)}
+  train, test = subsets.stratified_split(labels, test_fraction, seed=seed)
+  return {"train": train, "test": test}
 
 
 def _domain_arrays(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:

@@ -10,7 +10,7 @@ from xdomain.config import check_non_negative
 from xdomain.config import check_positive
 from xdomain.data import domains
 from xdomain.data import preprocess
-from xdomain.data import text_builders
+from xdomain.data import conll
 
 # Text: whose training text the vocabulary is built from (--vocab_from).
 VOCAB_FROM = ("both", "source")
@@ -28,7 +28,7 @@ def validate_config(config: Config):
     try:
       infos[name] = domains.domain_info(domain)
     except ValueError as e:  # unknown name, or unreadable conll: files
-      if domain.startswith(text_builders.CONLL_PREFIX):  # e names the files
+      if domain.startswith(conll.CONLL_PREFIX):  # e names the files
         raise ConfigError(f"--{name}={e}.") from e
       raise ConfigError(
           f"--{name}={domain!r} is not a known domain: {e}. Known domains:"
@@ -74,10 +74,10 @@ def _relabel_hint(config: Config) -> str:
   # Only CoNLL files not yet relabelled can take the other domain's tags.
   for flag, other in (("source", "target"), ("target", "source")):
     name, other_name = getattr(config, flag), getattr(config, other)
-    if (name.startswith(text_builders.CONLL_PREFIX)
-        and text_builders.RELABEL_SEP not in name
-        and other_name in text_builders.RELABEL_TARGETS):
+    if (name.startswith(conll.CONLL_PREFIX)
+        and conll.RELABEL_SEP not in name
+        and other_name in conll.RELABEL_TARGETS):
       return (f" Add a suffix to --{flag} that relabels the CoNLL files' entity"
               f" types into --{other}'s tags: --{flag}={name}"
-              f"{text_builders.RELABEL_SEP}{other_name} (see docs/text_data.md).")
+              f"{conll.RELABEL_SEP}{other_name} (see docs/text_data.md).")
   return ""

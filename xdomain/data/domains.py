@@ -1,82 +1,31 @@
-"""Registry of the shipped domains and reading them as numpy arrays.
+"""Every domain by name (the registry's and a user's ``conll:`` files): its
+static description, and one split read as numpy arrays.
 
-A domain is a tfds builder (and config) plus static facts about it
-(``DomainInfo``). Adding one takes a ``DomainSpec`` entry in ``DOMAINS``; the
-loader is generic over the dicts of numpy arrays that ``load_domain`` returns.
+The loader is generic over the dicts of numpy arrays that ``load_domain``
+returns.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import os
-from collections.abc import Callable, Mapping
 
 import numpy as np
-import tensorflow_datasets as tfds
 
-from xdomain.data import builders
+from xdomain.data import conll
 from xdomain.data import text_builders
+from xdomain.data.info import DATA_DIR_ENV
+from xdomain.data.info import SPLITS
+from xdomain.data.info import DomainInfo
+from xdomain.data.info import check_split
+from xdomain.data.info import resolve_data_dir
+from xdomain.data.registry import DIGIT_NAMES
+from xdomain.data.registry import DOMAINS
+from xdomain.data.registry import DomainSpec
 
-SPLITS = ("train", "test")
-DATA_DIR_ENV = "XDOMAIN_DATA_DIR"
-DIGIT_NAMES = tuple(str(d) for d in range(10))
-
-
-@dataclasses.dataclass(frozen=True)
-class DomainInfo:
-  """Static description of a domain, available without preparing its data.
-
-  Attributes:
-    name: registry name, e.g. ``'digits/mnist'``.
-    modality: ``'image'`` (text domains, described by
-      ``text_builders.TextDomainInfo`` with the same attributes, use ``'text'``).
-    num_classes: number of classes of ``label``.
-    label_names: class names in label order; two domains can be paired only if
-      these are equal.
-    image_shape: native ``(H, W, C)`` of the stored images, None for text.
-    split_sizes: examples per split, e.g. ``{'train': 4000, 'test': 1000}``.
-    label_keys: keys of the example dict that carry supervision; the loader
-      removes them from the target part of training batches.
-    task: ``'classification'`` (text domains may be ``'tagging'``).
-  """
-  name: str
-  modality: str
-  num_classes: int
-  label_names: tuple[str, ...]
-  image_shape: tuple[int, ...] | None
-  split_sizes: Mapping[str, int]
-  label_keys: tuple[str, ...] = ("label",)
-  task: str = "classification"
-
-
-@dataclasses.dataclass(frozen=True)
-class DomainSpec:
-  """A registry entry: what the domain is and how to build it.
-
-  Attributes:
-    info: static facts.
-    make_builder: ``data_dir -> tfds builder`` writing ``array_record``.
-  """
-  info: DomainInfo
-  make_builder: Callable[[str], tfds.core.DatasetBuilder]
-
-
-def _digits(config: str, image_shape: tuple[int, int, int], train: int, test: int) -> DomainSpec:
-  return DomainSpec(
-      info=DomainInfo(
-          name=f"digits/{config}", modality="image", num_classes=10, label_names=DIGIT_NAMES,
-          image_shape=image_shape, split_sizes={"train": train, "test": test}),
-      make_builder=lambda data_dir: builders.Digits(
-          config=config, data_dir=data_dir, file_format="array_record"),
-  )
-
-
-DOMAINS: dict[str, DomainSpec] = {
-    "digits/mnist": _digits("mnist", (28, 28, 1), 4000, 1000),
-    "digits/uci": _digits("uci", (8, 8, 1), 1438, 359),
-    "digits/mnist_m": _digits("mnist_m", (28, 28, 3), 4000, 1000),
-}
+__all__ = ["DATA_DIR_ENV", "DIGIT_NAMES", "DOMAINS", "SPLITS", "DomainInfo", "DomainSpec",
+           "check_split", "domain_info", "is_text_domain", "list_domains", "load_domain",
+           "resolve_data_dir"]
 
 
 def list_domains() -> list[str]:
@@ -85,33 +34,25 @@ def list_domains() -> list[str]:
   ``conll:<path>`` names (a user's CoNLL files) are accepted everywhere a
   domain is, without being listed.
   """
-  return sorted([*DOMAINS, *text_builders.TEXT_DOMAINS])
+  return sorted(DOMAINS)
 
 
 def is_text_domain(name: str) -> bool:
   """True for the shipped text domains and ``conll:<path>`` names."""
-  return (name in text_builders.TEXT_DOMAINS
-          or name.startswith(text_builders.CONLL_PREFIX))
+  return name.startswith(conll.CONLL_PREFIX) or (
+      name in DOMAINS and DOMAINS[name].info.modality == "text")
 
 
-def _spec(name: str) -> DomainSpec:
+def domain_info(name: str) -> DomainInfo:
+  """Static facts about domain ``name`` (no data is prepared); for ``conll:``
+  names the files are read (once while they are unchanged) to find the tag set."""
+  if name.startswith(conll.CONLL_PREFIX):
+    return conll.read_conll_domain(name)[0]
   if name not in DOMAINS:
     raise ValueError(
         f"Unknown domain {name!r}; known domains: {', '.join(list_domains())}, or"
-        f" {text_builders.CONLL_PREFIX}/path/to/train.txt for CoNLL files")
-  return DOMAINS[name]
-
-
-def domain_info(name: str) -> DomainInfo | text_builders.TextDomainInfo:
-  """Static facts about domain ``name`` (no data is prepared).
-
-  Text domains give a ``text_builders.TextDomainInfo`` (``modality='text'``,
-  ``task`` 'classification' or 'tagging'); for ``conll:`` names the files are
-  read to find the tag set.
-  """
-  if is_text_domain(name):
-    return text_builders.text_domain_info(name)
-  return _spec(name).info
+        f" {conll.CONLL_PREFIX}/path/to/train.txt for CoNLL files")
+  return DOMAINS[name].info
 
 
 def _object_array(values) -> np.ndarray:
@@ -122,46 +63,33 @@ def _object_array(values) -> np.ndarray:
   return array
 
 
-def check_split(split: str) -> None:
-  """Raises ValueError unless ``split`` is one of ``SPLITS``."""
-  if split not in SPLITS:
-    raise ValueError(f"Unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> str:
-  """``data_dir``, else ``$XDOMAIN_DATA_DIR``, else ``~/tensorflow_datasets``."""
-  if data_dir is None:
-    data_dir = os.environ.get(DATA_DIR_ENV) or os.path.join("~", "tensorflow_datasets")
-  return os.path.expanduser(os.fspath(data_dir))
-
-
 def load_domain(name: str, split: str, *, data_dir: str | os.PathLike | None = None
                 ) -> dict[str, np.ndarray]:
   """Reads one split of a domain into memory, preparing it on first use.
 
   Args:
-    name: a registered domain (see ``list_domains()``).
+    name: a registered domain (see ``list_domains()``) or a ``conll:`` name.
     split: ``'train'`` or ``'test'``.
     data_dir: tfds data dir; default ``$XDOMAIN_DATA_DIR`` or
       ``~/tensorflow_datasets``.
 
   Returns:
     For image domains ``{'image': uint8[n, H, W, C], 'label': int32[n]}`` in
-    the split's fixed order; for text domains what
-    ``text_builders.load_text_domain`` returns (``{'text': n str, 'label':
-    int32[n]}`` or ``{'tokens': n token lists, 'tags': n int32 arrays}``).
+    the split's fixed order; for text domains ``{'text': n str, 'label':
+    int32[n]}`` or ``{'tokens': n token lists, 'tags': n int32 arrays}`` as
+    numpy object arrays (so that rows can be picked with an index array).
+
+  Raises:
+    text_fetch.PackageFetchError: a text domain's registry package could not
+      be fetched.
   """
   check_split(split)
-  data_dir = resolve_data_dir(data_dir)
-  if is_text_domain(name):
-    os.makedirs(data_dir, exist_ok=True)
-    with open(os.path.join(data_dir, ".xdomain.lock"), "w") as lock:
-      fcntl.flock(lock, fcntl.LOCK_EX)  # one process prepares, as below
-      rows = text_builders.load_text_domain(name, split, data_dir=data_dir)
-    # numpy arrays (object arrays of str / token lists), so rows can be picked
-    # with an index array as for images.
+  info = domain_info(name)
+  if name.startswith(conll.CONLL_PREFIX):
+    rows = conll.read_conll_domain(name)[1][split]
     return {key: _object_array(value) for key, value in rows.items()}
-  spec = _spec(name)
+  data_dir = resolve_data_dir(data_dir)
+  spec = DOMAINS[name]
   builder = spec.make_builder(data_dir)
   if not builder.is_prepared():
     # Processes sharing a data dir (several hosts' processes on one machine)
@@ -171,9 +99,12 @@ def load_domain(name: str, split: str, *, data_dir: str | os.PathLike | None = N
       fcntl.flock(lock, fcntl.LOCK_EX)
       builder = spec.make_builder(data_dir)
       builder.download_and_prepare()
+  if info.modality == "text":
+    rows = text_builders.read_split(builder, split, info.task)
+    return {key: _object_array(value) for key, value in rows.items()}
   source = builder.as_data_source(split)
   examples = source.__getitems__(list(range(len(source))))
   out = {key: np.stack([np.asarray(ex[key]) for ex in examples]) for key in examples[0]}
-  for key in spec.info.label_keys:
+  for key in info.label_keys:
     out[key] = out[key].astype(np.int32)
   return out

@@ -1,15 +1,58 @@
-"""Labelled subsets of a domain: a few target labels for fine-tuning.
+"""Stratified splits and subsets of a domain, one rule for all of them.
 
-`--target_labelled_fraction=0.1` trains on a stratified 10% of the target's
-labelled training split (as the *source* stream of the run), while the
-unlabelled target stream still holds the whole split without its labels.
+Every domain's fixed train/test split (images, text) and the few target labels
+of `--target_labelled_fraction=0.1` (a stratified 10% of the target's labelled
+training split, trained on as the *source* stream of the run, while the
+unlabelled target stream still holds the whole split without its labels) are
+drawn by `stratified_split`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
+from numbers import Number
 
 import numpy as np
+
+
+def _stratum_order(stratum: Hashable):
+  """Numbers in numeric order, anything else by its repr."""
+  return (0, stratum, "") if isinstance(stratum, Number) else (1, 0, repr(stratum))
+
+
+def stratified_split(strata: Sequence[Hashable], fraction: float, *, seed: int,
+                     min_per_stratum: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Splits row indices so that every stratum is split alike.
+
+  The strata are taken in sorted order; each one's rows (in index order) are
+  shuffled by one generator seeded with `seed`, and its first
+  `max(min_per_stratum, round(fraction * n))` rows are chosen.
+
+  Args:
+    strata: the stratum (a label, a source file, ...) of each row, length N.
+    fraction: share of each stratum chosen, in (0, 1].
+    seed: seed of the generator (numpy PCG64, stable across numpy versions).
+    min_per_stratum: rows chosen at least from every stratum.
+
+  Returns:
+    `(rest, chosen)`: sorted int64 indices, disjoint, covering range(N).
+  """
+  if not 0.0 < fraction <= 1.0:
+    raise ValueError(f"fraction must be in (0, 1], got {fraction!r}.")
+  if isinstance(strata, np.ndarray) and strata.ndim != 1:
+    raise ValueError(f"strata must have shape [n], got {strata.shape}.")
+  groups: dict[Hashable, list[int]] = {}
+  for i, stratum in enumerate(np.asarray(strata).tolist()
+                              if isinstance(strata, np.ndarray) else strata):
+    groups.setdefault(stratum, []).append(i)
+  rng = np.random.default_rng(seed)
+  rest, chosen = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+  for stratum in sorted(groups, key=_stratum_order):
+    rows = rng.permutation(np.asarray(groups[stratum], np.int64))
+    count = max(min_per_stratum, int(round(fraction * len(rows))))
+    chosen.append(rows[:count])
+    rest.append(rows[count:])
+  return np.sort(np.concatenate(rest)), np.sort(np.concatenate(chosen))
 
 
 def stratified_subset(data: Mapping[str, np.ndarray], fraction: float, *, seed: int
@@ -30,21 +73,12 @@ def stratified_subset(data: Mapping[str, np.ndarray], fraction: float, *, seed: 
   Returns:
     int64 [m] sorted row indices.
   """
-  if not 0.0 < fraction <= 1.0:
-    raise ValueError(f"fraction must be in (0, 1], got {fraction!r}.")
   if not data:
     raise ValueError("data must hold at least one array, got an empty mapping.")
   n = len(next(iter(data.values())))
-  rng = np.random.default_rng(seed)
   labels = data.get("label")
   if labels is None or np.ndim(labels) != 1:
-    count = max(1, int(round(fraction * n)))
-    return np.sort(rng.permutation(n)[:count])
-  if len(labels) != n:
+    labels = np.zeros(n, np.int64)  # one stratum
+  elif len(labels) != n:
     raise ValueError(f"data['label'] has {len(labels)} rows, expected {n}.")
-  chosen = []
-  for label in np.unique(labels):
-    rows = np.flatnonzero(labels == label)
-    count = max(1, int(round(fraction * len(rows))))
-    chosen.append(rng.permutation(rows)[:count])
-  return np.sort(np.concatenate(chosen))
+  return stratified_split(labels, fraction, seed=seed, min_per_stratum=1)[1]

@@ -401,37 +401,3 @@ def deduplicate(examples: Sequence[Any], key: Callable[[Any], Hashable],
     seen.add(k)
     kept.append(ex)
   return kept
-
-
-def stratified_split(strata: Sequence[Hashable], *,
-                     test_fraction: float = TEST_FRACTION,
-                     seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-  """Splits indices into train and test with each stratum split alike.
-
-  Each stratum (in sorted order) is shuffled with one seeded generator and its
-  first round(test_fraction * n) indices go to test.
-
-  Args:
-    strata: the stratum (e.g. label) of each example, length N.
-    test_fraction: share of each stratum in the test split, in (0, 1).
-    seed: the generator's seed.
-
-  Returns:
-    (train indices, test indices), each sorted, int64, disjoint, covering
-    range(N).
-  """
-  if not 0.0 < test_fraction < 1.0:
-    raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
-  rng = np.random.default_rng(seed)
-  by_stratum: dict[Hashable, list[int]] = {}
-  for i, s in enumerate(strata):
-    by_stratum.setdefault(s, []).append(i)
-  train, test = [], []
-  for s in sorted(by_stratum, key=repr):
-    index = rng.permutation(np.asarray(by_stratum[s]))
-    n_test = int(round(test_fraction * len(index)))
-    test.append(index[:n_test])
-    train.append(index[n_test:])
-  train_idx = np.sort(np.concatenate(train)) if train else np.zeros(0, np.int64)
-  test_idx = np.sort(np.concatenate(test)) if test else np.zeros(0, np.int64)
-  return train_idx.astype(np.int64), test_idx.astype(np.int64)
