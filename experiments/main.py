@@ -78,8 +78,9 @@ def main(argv):
     return 2 if isinstance(e, bad_input) else 1
   if results.get("interrupted"):
     return 128 + 15  # stopped by SIGTERM after saving a checkpoint
-  print(f"target test accuracy {results['target_test_accuracy']:.4f}, source test"
-        f" accuracy {results['source_test_accuracy']:.4f} after {results['step']} steps;"
+  headline = "ap50" if "target_test_ap50" in results else "accuracy"  # detection: AP50
+  print(f"target test {headline} {results[f'target_test_{headline}']:.4f}, source test"
+        f" {headline} {results[f'source_test_{headline}']:.4f} after {results['step']} steps;"
         f" results in {flags.FLAGS.workdir}/results.json")
   return 0
 

@@ -153,3 +153,10 @@ def test_frozen_batch_norm_layers_keep_their_weights_and_follow_the_batch():
   assert any("norm" in path for path in stats_before)
   for path in stats_before:
     assert not np.allclose(stats_after[path], stats_before[path]), path
+
+
+def test_each_optimizer_group_logs_its_own_learning_rate():
+  _, state, batch, train_step = _setup("source_only", backbone_lr_multiplier=0.1)
+  _, metrics = train_step(state, batch, jax.random.key(1))
+  np.testing.assert_allclose(metrics["learning_rate"], 0.1, rtol=1e-6)
+  np.testing.assert_allclose(metrics["learning_rate/backbone"], 0.01, rtol=1e-6)

@@ -29,7 +29,7 @@ class Config:
 
   method: str = _flag("dann",
       "Training method: source_only, target_only, dann, cdan, dan, jan, coral, entropy, mcc, "
-      "mean_teacher, distill, pseudo_label, lm_pretrain.")
+      "mean_teacher, distill, pseudo_label, lm_pretrain, mdd, bsp, afn, fixmatch.")
   source: str = _flag("digits/mnist", 'Labelled source domain, e.g. digits/mnist.')
   target: str = _flag("digits/uci", 'Target domain (its labels are only used for evaluation).')
   model: str = _flag("seed_cnn",
@@ -67,8 +67,20 @@ class Config:
       "as is.")
   confidence_threshold: float = _flag(0.0,
       "mean_teacher, pseudo_label: teacher confidence needed for the consistency/pseudo-label"
-      " term (0 keeps all).")
-  discriminator_hidden: int = _flag(1024, "Width of the domain discriminator's two hidden layers.")
+      " term (0 keeps all); fixmatch: that of the weak view's pseudo-labels (0: FixMatch's"
+      " 0.95).")
+  discriminator_hidden: int = _flag(1024,
+      "Width of the domain discriminator's two hidden layers (mdd: of its adversarial head's "
+      "one).")
+  # MDD, BSP, AFN (xdomain/methods/disparity.py, feature_penalties.py).
+  mdd_margin: float = _flag(4.0, "mdd: margin gamma of the margin disparity discrepancy.")
+  bsp_weight: float = _flag(0.0,
+      "Batch spectral penalty weight; --method=bsp (CDAN + BSP) uses the paper's 1e-4 when 0, "
+      "--method=dann or cdan add the penalty when > 0.")
+  afn_delta: float = _flag(1.0, "afn: step size delta_r of the stepwise adaptive feature norm.")
+  afn_radius: float = _flag(0.0,
+      "afn: 0 for the stepwise variant (SAFN); > 0 for hard AFN with this radius R (25 in the "
+      "paper).")
   # Transfer learning (xdomain/transfer.py): restore, freeze, anchor.
   init_from: str | None = _flag(None,
       "Transfer: restore parameters from this run's workdir (or <workdir>/checkpoints/<step>)"
@@ -90,6 +102,10 @@ class Config:
   target_labelled_fraction: float = _flag(0.0,
       "Train on this stratified fraction of the target's labelled training split instead of "
       "the source (0: off).")
+  source_val_fraction: float = _flag(0.0,
+      "Hold out this stratified fraction of the source's training split (the same rows for "
+      "every seed; they never train) for the validators that need labelled source data "
+      "(source_accuracy, importance_weighted, dev); 0: none, those validators are skipped.")
   # Teacher (proxy) models (xdomain/methods/teacher.py).
   teacher: str | None = _flag(None,
       "distill: workdir of the trained teacher run (any xdomain model).")
@@ -155,6 +171,10 @@ class Config:
       "in config.json's config_history. Without it such a resume is refused.")
   plots: bool = _flag(False,
       "Write learning curves, t-SNE of the features and the proxy A-distance.")
+  plots_baseline: str | None = _flag(None,
+      "--plots: the workdir of the run whose model the t-SNE and proxy A-distance compare "
+      "with (e.g. the source-only run of the same pair and seed); default the random "
+      "initialisation.")
   data_dir: str | None = _flag(None,
       "tfds data dir (default $XDOMAIN_DATA_DIR or ~/tensorflow_datasets).")
 

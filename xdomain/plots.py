@@ -1,9 +1,16 @@
 """`--plots`: learning curves, t-SNE of the features, proxy A-distance.
 
-Written at the end of a run into the workdir: `learning_curves.png`,
-`tsne.png` (source and target test features with the freshly initialised
-model and with the trained one) and the proxy A-distance of both, which
-`results.json` reports as `proxy_a_distance_before` / `_after`.
+Written at the end of a run into the workdir:
+- `learning_curves.png`: the loss terms; the gradient norm, learning rates and
+  term schedules on their own panel; the test accuracies; and the validators
+  (rescaled to [0, 1] over the run) beside the target accuracy, so that one
+  sees whether they track it;
+- `tsne.png`: source and target test features of a reference model and of the
+  trained one. The reference is the run in `--plots_baseline` (e.g. the
+  source-only run of the same pair and seed: the comparison that says what
+  adaptation did); without it, the randomly initialised model, and the title
+  says so. `results.json` reports both proxy A-distances,
+  `proxy_a_distance_<baseline|initial>` and `proxy_a_distance_after`.
 """
 
 from __future__ import annotations
@@ -18,29 +25,51 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
+from xdomain import checkpoint  # noqa: E402
 from xdomain import evaluate  # noqa: E402
 from xdomain.train import writer as writer_lib  # noqa: E402
 
 FEATURES_PER_DOMAIN = 500
+# Logged per step but not loss terms: they get a panel of their own.
+_NOT_LOSSES = ("step", "examples_per_sec", "source_train_accuracy", "grad_norm",
+               "compile_seconds")
+_SCHEDULE_PREFIXES = ("weight/", "learning_rate", "schedule/")
 
 
 def learning_curves(workdir: str) -> str:
-  """Plots the training losses and the test accuracies of metrics.jsonl."""
+  """Plots metrics.jsonl: losses, schedules, test accuracies, validators."""
   events = writer_lib.read_metrics(workdir)
   train = [e for e in events if "total" in e]
   evals = [e for e in events if "target_test_accuracy" in e]
-  loss_names = [k for k in train[0] if k in ("task", "total") or (
-      k not in ("step", "examples_per_sec", "source_train_accuracy")
-      and not k.startswith(("weight/", "learning_rate")))] if train else []
-  figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-  for name in loss_names:
-    left.plot([e["step"] for e in train], [e[name] for e in train], label=name)
-  left.set(xlabel="step", ylabel="loss", title="training losses")
-  left.legend()
+  names = list(train[0]) if train else []
+  losses = [k for k in names if k not in _NOT_LOSSES and not k.startswith(_SCHEDULE_PREFIXES)
+            and not k.endswith("_kept")]
+  schedules = [k for k in names if k == "grad_norm" or k.startswith(_SCHEDULE_PREFIXES)]
+  figure, axes = plt.subplots(1, 4, figsize=(20, 4))
+  steps = [e["step"] for e in train]
+  for name in losses:
+    axes[0].plot(steps, [e[name] for e in train], label=name)
+  axes[0].set(xlabel="step", ylabel="loss", title="training losses")
+  for name in schedules:
+    axes[1].plot(steps, [e[name] for e in train], label=name)
+  axes[1].set(xlabel="step", yscale="log", title="gradient norm, learning rates, weights")
+  eval_steps = [e["step"] for e in evals]
   for name in ("source_test_accuracy", "target_test_accuracy"):
-    right.plot([e["step"] for e in evals], [e[name] for e in evals], marker="o", label=name)
-  right.set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title="test accuracy")
-  right.legend()
+    axes[2].plot(eval_steps, [e[name] for e in evals], marker="o", label=name)
+  axes[2].set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title="test accuracy")
+  validators = sorted({k for e in evals for k in e if k.startswith("validator/")})
+  for name in validators:
+    values = np.array([e.get(name, np.nan) for e in evals], np.float64)
+    spread = np.nanmax(values) - np.nanmin(values)
+    rescaled = (values - np.nanmin(values)) / spread if spread > 0 else np.zeros_like(values)
+    axes[3].plot(eval_steps, rescaled, marker=".", label=name[len("validator/"):])
+  axes[3].plot(eval_steps, [e["target_test_accuracy"] for e in evals], "k--", marker="o",
+               label="target test accuracy (not seen by the validators)")
+  axes[3].set(xlabel="step", ylim=(-0.05, 1.05),
+              title="validators, rescaled to [0, 1] (higher is better)")
+  for axis in axes:
+    if axis.get_legend_handles_labels()[0]:
+      axis.legend(fontsize="small")
   path = os.path.join(workdir, "learning_curves.png")
   figure.tight_layout()
   figure.savefig(path, dpi=100)
@@ -51,25 +80,33 @@ def learning_curves(workdir: str) -> str:
 def write_plots(experiment, state) -> dict[str, Any]:
   """Writes the plots of a finished run (an `xdomain.train.Experiment` and its
   final state); returns the proxy A-distances."""
+  config = experiment.config
   learning_curves(experiment.workdir)
   evaluator = experiment.evaluator
-  initial = experiment.init_state()
-  stages = {"before adaptation": initial, "after adaptation": state}
+  if config.plots_baseline:
+    variables = checkpoint.load_variables(config.plots_baseline)
+    reference = ("baseline", f"baseline {os.path.basename(config.plots_baseline.rstrip('/'))}",
+                 variables["params"], variables["batch_stats"])
+  else:
+    initial = experiment.init_state()
+    reference = ("initial", "random initialisation (no --plots_baseline)",
+                 initial.params["model"], initial.batch_stats)
+  stages = [reference, ("after", f"after training ({config.method})", state.params["model"],
+                        state.batch_stats)]
   figure, axes = plt.subplots(1, 2, figsize=(11, 5))
   distances = {}
-  for axis, (title, stage) in zip(axes, stages.items()):
-    features = {part: evaluator.features(part, stage.params["model"], stage.batch_stats,
-                                         limit=FEATURES_PER_DOMAIN)
+  for axis, (key, title, params, batch_stats) in zip(axes, stages):
+    features = {part: evaluator.features(part, params, batch_stats, limit=FEATURES_PER_DOMAIN)
                 for part in ("source", "target")}
     distance = evaluate.proxy_a_distance(features["source"], features["target"],
-                                         seed=experiment.config.seed)
-    distances["proxy_a_distance_" + title.split()[0]] = distance
-    embedded = TSNE(init="pca", random_state=experiment.config.seed, perplexity=30).fit_transform(
+                                         seed=config.seed)
+    distances[f"proxy_a_distance_{key}"] = distance
+    embedded = TSNE(init="pca", random_state=config.seed, perplexity=30).fit_transform(
         np.concatenate([features["source"], features["target"]]))
     n = len(features["source"])
-    axis.scatter(*embedded[:n].T, s=4, label=f"source {experiment.config.source}")
-    axis.scatter(*embedded[n:].T, s=4, label=f"target {experiment.config.target}")
-    axis.set(title=f"{title} (proxy A-distance {distance:.2f})", xticks=[], yticks=[])
+    axis.scatter(*embedded[:n].T, s=4, label=f"source {config.source}")
+    axis.scatter(*embedded[n:].T, s=4, label=f"target {config.target}")
+    axis.set(title=f"{title}\nproxy A-distance {distance:.2f}", xticks=[], yticks=[])
     axis.legend(markerscale=3)
   figure.tight_layout()
   figure.savefig(os.path.join(experiment.workdir, "tsne.png"), dpi=100)

@@ -36,6 +36,7 @@ NON_TRAINING_FLAGS = frozenset({
     "eval_batch_size",  # evaluation only: correct counts are exact sums
     "checkpoint_every", "keep_checkpoints",  # a resume is bit-identical to no stop
     "plots",  # written after training
+    "plots_baseline",  # what the plots compare with
     "data_dir",  # where the same prepared data sets are found
     # The topology: results do not depend on the device or process count.
     "distributed", "coordinator_address", "num_processes", "process_id",

@@ -10,6 +10,7 @@ from xdomain.config import check_non_negative
 from xdomain.config import check_positive
 from xdomain.data import domains
 from xdomain.data import preprocess
+from xdomain.data import coco
 from xdomain.data import conll
 
 # Text: whose training text the vocabulary is built from (--vocab_from).
@@ -28,7 +29,7 @@ def validate_config(config: Config):
     try:
       infos[name] = domains.domain_info(domain)
     except ValueError as e:  # unknown name, or unreadable conll: files
-      if domain.startswith(conll.CONLL_PREFIX):  # e names the files
+      if domain.startswith((conll.CONLL_PREFIX, coco.COCO_PREFIX)):  # e names the files
         raise ConfigError(f"--{name}={e}.") from e
       raise ConfigError(
           f"--{name}={domain!r} is not a known domain: {e}. Known domains:"
@@ -48,7 +49,7 @@ def validate_config(config: Config):
   check_non_negative(config, "resolution", "length_grouping")
   check_choice(config, "normalize", preprocess.NORMALIZATIONS)
   check_choice(config, "vocab_from", VOCAB_FROM)
-  check_fraction(config, "word_dropout")
+  check_fraction(config, "word_dropout", "source_val_fraction")
   if config.channels not in (1, 3):
     raise ConfigError(f"--channels={config.channels} must be 1 or 3.")
   if config.vocab_size < 2:

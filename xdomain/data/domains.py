@@ -8,10 +8,12 @@ returns.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 
 import numpy as np
 
+from xdomain.data import coco
 from xdomain.data import conll
 from xdomain.data import text_builders
 from xdomain.data.info import DATA_DIR_ENV
@@ -48,6 +50,8 @@ def domain_info(name: str) -> DomainInfo:
   names the files are read (once while they are unchanged) to find the tag set."""
   if name.startswith(conll.CONLL_PREFIX):
     return conll.read_conll_domain(name)[0]
+  if name.startswith(coco.COCO_PREFIX):  # a user's COCO detection files
+    return coco.read_coco_domain(name)[0]
   if name not in DOMAINS:
     raise ValueError(
         f"Unknown domain {name!r}; known domains: {', '.join(list_domains())}, or"
@@ -84,11 +88,20 @@ def load_domain(name: str, split: str, *, data_dir: str | os.PathLike | None = N
       be fetched.
   """
   check_split(split)
-  info = domain_info(name)
   if name.startswith(conll.CONLL_PREFIX):
     rows = conll.read_conll_domain(name)[1][split]
     return {key: _object_array(value) for key, value in rows.items()}
-  data_dir = resolve_data_dir(data_dir)
+  if name.startswith(coco.COCO_PREFIX):
+    return dict(coco.read_coco_domain(name)[1][split])
+  return _read_prepared(name, split, resolve_data_dir(data_dir))
+
+
+@functools.lru_cache(maxsize=32)
+def _read_prepared(name: str, split: str, data_dir: str) -> dict[str, np.ndarray]:
+  """`load_domain` of a registered domain, read once per process: a run reads
+  each training split twice (its vocabulary, its loader), and the arrays are
+  returned read-only so that no caller can change what the next one reads."""
+  info = domain_info(name)
   spec = DOMAINS[name]
   builder = spec.make_builder(data_dir)
   if not builder.is_prepared():
@@ -101,10 +114,13 @@ def load_domain(name: str, split: str, *, data_dir: str | os.PathLike | None = N
       builder.download_and_prepare()
   if info.modality == "text":
     rows = text_builders.read_split(builder, split, info.task)
-    return {key: _object_array(value) for key, value in rows.items()}
-  source = builder.as_data_source(split)
-  examples = source.__getitems__(list(range(len(source))))
-  out = {key: np.stack([np.asarray(ex[key]) for ex in examples]) for key in examples[0]}
-  for key in info.label_keys:
-    out[key] = out[key].astype(np.int32)
+    out = {key: _object_array(value) for key, value in rows.items()}
+  else:
+    source = builder.as_data_source(split)
+    examples = source.__getitems__(list(range(len(source))))
+    out = {key: np.stack([np.asarray(ex[key]) for ex in examples]) for key in examples[0]}
+    for key in info.label_keys:
+      out[key] = out[key].astype(np.int32)
+  for array in out.values():
+    array.flags.writeable = False
   return out

@@ -115,7 +115,8 @@ class CrossDomainLoader:
                seed: int, data_dir: str | os.PathLike | None = None,
                process_index: int | None = None, process_count: int | None = None,
                source_split: str = "train", target_split: str = "train",
-               source_fraction: float = 1.0, buckets: Sequence[int] | None = None,
+               source_fraction: float = 1.0, source_holdout: float = 0.0,
+               buckets: Sequence[int] | None = None,
                length_grouping: int = 0):
     """Loads both domains, preprocesses them once and builds the grain pipeline.
 
@@ -131,6 +132,8 @@ class CrossDomainLoader:
       process_count: number of processes; default ``jax.process_count()``.
       source_split: split of the source domain.
       target_split: split of the target domain.
+      source_holdout: hold out `subsets.source_val_split`'s fraction of the
+        source split first (it never trains; the validators read it).
       source_fraction: train on a stratified random fraction (in (0, 1]) of
         the source split, drawn with ``seed`` (see ``subsets.stratified_subset``);
         with ``source == target`` this is the few-target-labels setting.
@@ -167,9 +170,14 @@ class CrossDomainLoader:
     }
     if length_grouping > 1:  # absent otherwise: older checkpoints still resume
       self._config["length_grouping"] = int(length_grouping)
+    if source_holdout:  # likewise
+      self._config["source_holdout"] = float(source_holdout)
     self._buckets = None if buckets is None else tuple(int(b) for b in buckets)
 
     source_data = domains.load_domain(source, source_split, data_dir=data_dir)
+    if source_holdout:
+      kept, _ = subsets.source_val_split(source_data, source_holdout)
+      source_data = {k: v[kept] for k, v in source_data.items()}
     if source_fraction != 1.0:
       rows = subsets.stratified_subset(source_data, source_fraction, seed=int(seed))
       source_data = {k: v[rows] for k, v in source_data.items()}
@@ -261,8 +269,8 @@ def num_eval_batches(name: str, split: str, *, batch_size: int) -> int:
 
 def eval_batches(name: str, split: str, *, batch_size: int, preprocess: Preprocessor,
                  data_dir: str | os.PathLike | None = None, process_index: int | None = None,
-                 process_count: int | None = None, buckets: Sequence[int] | None = None
-                 ) -> Iterator[dict[str, np.ndarray]]:
+                 process_count: int | None = None, buckets: Sequence[int] | None = None,
+                 rows: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Fixed-shape batches covering every example of a split exactly once.
 
   The split is read in its fixed order; global batch ``k`` holds examples
@@ -282,6 +290,7 @@ def eval_batches(name: str, split: str, *, batch_size: int, preprocess: Preproce
     buckets: sequence data only: cut each batch's sequence arrays to the
       smallest of these lengths that holds the longest sequence of the global
       batch (the same on every process), as the training loader does.
+    rows: only these rows of the split, in this order (default: all).
 
   Returns:
     Iterator of ``{'image': f32[b, H, W, C], 'label': i32[b], 'mask': bool[b]}``
@@ -291,8 +300,10 @@ def eval_batches(name: str, split: str, *, batch_size: int, preprocess: Preproce
   domains.domain_info(name)
   domains.check_split(split)
   lo, hi = _process_rows(batch_size, process_index, process_count)
-  data = preprocess.prepare(domains.load_domain(name, split, data_dir=data_dir))
-  return _eval_iterator(data, batch_size, lo, hi, buckets)
+  data = domains.load_domain(name, split, data_dir=data_dir)
+  if rows is not None:
+    data = {key: value[rows] for key, value in data.items()}
+  return _eval_iterator(preprocess.prepare(data), batch_size, lo, hi, buckets)
 
 
 def _eval_iterator(data: dict[str, np.ndarray], batch_size: int, lo: int, hi: int,

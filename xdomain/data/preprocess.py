@@ -197,3 +197,61 @@ def crop_to_ink(image: np.ndarray, size: tuple[int, int], threshold: float) -> n
     padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
     image = padded[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
   return _resize(image[None], size)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionPreprocess:
+  """Detection inputs: images as `ImagePreprocess` makes them (no crop, no
+  augmentation), the boxes scaled with them, and the supervision packed.
+
+  ``prepare`` resizes each image whose size differs from ``size`` (a domain of
+  images of several sizes gives them as an object array) and scales its boxes
+  alike, then brings channels and values to the common input. The ``boxes``
+  (``[ymin, xmin, ymax, xmax]`` pixels, [n, M, 4]) and ``classes`` (int [n, M],
+  negative for padding) of a labelled split become one float32 array
+  ``objects`` [n, M, 5] (the box, then the class; padding rows are zeros with
+  class -1), the one label key of detection batches.
+
+  Attributes:
+    size: output ``(H, W)``.
+    channels: output channels, 1 or 3.
+    normalize: as for ``ImagePreprocess``.
+  """
+  size: tuple[int, int] = (64, 64)
+  channels: int = 3
+  normalize: str = "unit"
+
+  def prepare(self, data: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    images = data["image"]
+    boxes = None if "boxes" not in data else np.asarray(data["boxes"], np.float32).copy()
+    out = []
+    for i, image in enumerate(images):
+      image = np.asarray(image)
+      if image.ndim == 2:
+        image = image[..., None]
+      if image.shape[:2] != tuple(self.size):
+        if boxes is not None:
+          scale = np.array([self.size[0] / image.shape[0], self.size[1] / image.shape[1]] * 2,
+                           np.float32)
+          boxes[i] *= scale
+        image = np.clip(np.round(_resize(image[None].astype(np.float32), self.size)[0]),
+                        0, 255).astype(np.uint8)
+      out.append(image)
+    prepared = ImagePreprocess(size=self.size, channels=self.channels,
+                               normalize=self.normalize).prepare({"image": np.stack(out)})
+    result = {k: v for k, v in data.items() if k not in ("image", "boxes", "classes")}
+    result["image"] = prepared["image"]
+    if boxes is not None:
+      classes = np.asarray(data["classes"], np.float32)
+      result["objects"] = np.concatenate([boxes * (classes >= 0)[..., None], classes[..., None]],
+                                         axis=-1).astype(np.float32)
+    return result
+
+  def sample_augmentation(self, rng: np.random.Generator, n: int) -> None:
+    del rng, n  # no augmentation: it would have to move the boxes too
+    return None
+
+  def apply_augmentation(self, batch: Mapping[str, np.ndarray], params: None
+                         ) -> dict[str, np.ndarray]:
+    del params
+    return dict(batch)

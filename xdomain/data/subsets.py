@@ -82,3 +82,21 @@ def stratified_subset(data: Mapping[str, np.ndarray], fraction: float, *, seed: 
   elif len(labels) != n:
     raise ValueError(f"data['label'] has {len(labels)} rows, expected {n}.")
   return stratified_split(labels, fraction, seed=seed, min_per_stratum=1)[1]
+
+
+# The held-out part of a source split is the same for every run seed, so that
+# validator values of runs that differ in their seed are comparable.
+SOURCE_VAL_SEED = 0
+
+
+def source_val_split(data: Mapping[str, np.ndarray], fraction: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """`(train rows, held-out rows)` of a labelled training split: a stratified
+  `fraction` (by label, where examples have one) that never trains and serves
+  the validators that need labelled source data (`--source_val_fraction`)."""
+  n = len(next(iter(data.values())))
+  labels = data.get("label")
+  if labels is None or np.ndim(labels) != 1:
+    labels = np.zeros(n, np.int64)
+  return stratified_split(labels, fraction, seed=SOURCE_VAL_SEED, min_per_stratum=1)
+

@@ -11,6 +11,7 @@ the batches (exact accuracies from sums and counts); a task that needs more
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -19,9 +20,13 @@ import numpy as np
 from absl import logging
 
 from xdomain import data
+from xdomain.data import subsets
+from xdomain.evaluate import validators as validators_lib
 
 # The ids of the two domains in the models' domain-specific batch norm.
 DOMAIN_IDS = {"source": 0, "target": 1}
+# Rows (or tokens) of each domain that the validators read at most.
+VALIDATION_ROWS = 1000
 
 
 class Evaluator:
@@ -62,20 +67,30 @@ class Evaluator:
                              **({"domain": ids} if spec.domain_specific_bn else {}))
       return feats
 
+    def outputs(params, batch_stats, batch, domain):
+      variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+      ids = jnp.full(batch["mask"].shape[:1], domain, jnp.int32)
+      return model.apply(variables, *task.model_inputs(batch), train=False,
+                         return_features=True,
+                         **({"domain": ids} if spec.domain_specific_bn else {}))
+
     self._eval_step = jax.jit(eval_step, out_shardings=experiment.replicated)
     self._features = jax.jit(features, out_shardings=experiment.replicated)
+    self._outputs = jax.jit(outputs, out_shardings=experiment.replicated)
+    self._skipped_validators = set()
 
   def evaluate(self, state) -> dict[str, Any]:
     """Test metrics `{source,target}_test_<name>` of the model, and with an
     `ema_` prefix those of its EMA (the mean teacher), where the method keeps one."""
+    headline = self._experiment.task.headline  # accuracy; ap50 for detection
     values = self.scores(state.params["model"], state.batch_stats)
-    logging.info("eval: source test accuracy %.4f, target test accuracy %.4f",
-                 values["source_test_accuracy"], values["target_test_accuracy"])
+    logging.info("eval: source test %s %.4f, target test %s %.4f", headline,
+                 values[f"source_test_{headline}"], headline, values[f"target_test_{headline}"])
     if state.ema:
       ema = self.scores(state.ema["params"], state.ema["batch_stats"])
       values.update({f"ema_{name}": value for name, value in ema.items()})
-      logging.info("eval (EMA): source test accuracy %.4f, target test accuracy %.4f",
-                   ema["source_test_accuracy"], ema["target_test_accuracy"])
+      logging.info("eval (EMA): source test %s %.4f, target test %s %.4f", headline,
+                   ema[f"source_test_{headline}"], headline, ema[f"target_test_{headline}"])
     return values
 
   def scores(self, params, batch_stats) -> dict[str, Any]:
@@ -89,11 +104,13 @@ class Evaluator:
       confusion, outputs = None, []
       for batch in batches:
         sums = self._eval_step(params, batch_stats, batch, domain)
-        confusion = sums.pop("confusion") + (0 if confusion is None else confusion)
+        if "confusion" in sums:  # not for detection
+          confusion = sums.pop("confusion") + (0 if confusion is None else confusion)
         if sums:
           outputs.append(sums)
       confusion, outputs = jax.device_get((confusion, outputs))
-      scores = task.metrics(np.asarray(confusion, np.float64), outputs,
+      scores = task.metrics(None if confusion is None else np.asarray(confusion, np.float64),
+                            outputs,
                             experiment.source_info.label_names,
                             source_vocabulary=vocabulary)
       values.update({f"{part}_test_{name}": value for name, value in scores.items()})
@@ -116,3 +133,79 @@ class Evaluator:
       collected.append(real)
       count += len(real)
     return np.concatenate(collected)[:limit]
+
+  @functools.cached_property
+  def _validation_batches(self) -> dict[str, list]:
+    """The batches the validators read: the held-out part of the labelled
+    training split (`source_val`, with labels; none without
+    --source_val_fraction) and the first VALIDATION_ROWS of the target's
+    training split, its label keys dropped so that nothing can read them."""
+    experiment = self._experiment
+    config = experiment.config
+    batches = {"source_val": []}
+    if config.source_val_fraction:
+      labelled = experiment.labelled_domain
+      _, rows = subsets.source_val_split(
+          data.load_domain(labelled, "train", data_dir=config.data_dir),
+          config.source_val_fraction)
+      batches["source_val"] = [experiment.global_batch(batch) for batch in data.eval_batches(
+          labelled, "train", batch_size=config.eval_batch_size,
+          preprocess=experiment.preprocess, data_dir=config.data_dir,
+          buckets=experiment.buckets, rows=rows)]
+    count = min(VALIDATION_ROWS, experiment.target_info.split_sizes["train"])
+    hidden = experiment.target_info.label_keys
+    batches["target"] = [
+        experiment.global_batch({k: v for k, v in batch.items() if k not in hidden})
+        for batch in data.eval_batches(
+            config.target, "train", batch_size=config.eval_batch_size,
+            preprocess=experiment.preprocess, data_dir=config.data_dir,
+            buckets=experiment.buckets, rows=np.arange(count))]
+    return batches
+
+  def _real_outputs(self, part: str, params, batch_stats) -> dict[str, np.ndarray]:
+    """Logits, features (and labels of `source_val`) of the real rows (tokens,
+    for per-position tasks) of one validation part, at most VALIDATION_ROWS."""
+    task = self._experiment.task
+    domain = jnp.int32(DOMAIN_IDS["target" if part == "target" else "source"])
+    collected = {"logits": [], "features": [], "labels": []}
+    for batch in self._validation_batches[part]:
+      logits, features = jax.device_get(self._outputs(params, batch_stats, batch, domain))
+      host = jax.device_get(batch)
+      real = host["mask"]
+      positions = task.mask(host)
+      if positions is not None:
+        real = real[:, None] & np.asarray(positions)
+      collected["logits"].append(np.asarray(logits)[real])
+      collected["features"].append(np.asarray(features)[real])
+      if task.label_key in host:
+        collected["labels"].append(np.asarray(host[task.label_key])[real])
+    out = {k: np.concatenate(v) for k, v in collected.items() if v}
+    if out and len(out["logits"]) > VALIDATION_ROWS:  # tokens: a fixed sample
+      keep = np.sort(np.random.default_rng(0).permutation(len(out["logits"]))[:VALIDATION_ROWS])
+      out = {k: v[keep] for k, v in out.items()}
+    return out
+
+  def validators(self, state) -> dict[str, float]:
+    """`validator/<name>` of the model (`xdomain.evaluate.validators`, higher
+    is better), from the target's unlabelled training rows and the held-out
+    source rows; a validator that cannot be computed (no --source_val_fraction)
+    is left out, with one log line the first time."""
+    if not self._experiment.task.has_validators:
+      return {}
+    params, batch_stats = state.params["model"], state.batch_stats
+    source = self._real_outputs("source_val", params, batch_stats)
+    target = self._real_outputs("target", params, batch_stats)
+    inputs = validators_lib.ValidatorInputs(
+        source_val_logits=source.get("logits"), source_val_labels=source.get("labels"),
+        source_val_features=source.get("features"), target_logits=target["logits"],
+        target_features=target["features"], seed=self._experiment.config.seed)
+    values = {}
+    for name, validator in validators_lib.VALIDATORS.items():
+      try:
+        values[f"validator/{name}"] = validator(inputs)
+      except ValueError as e:
+        if name not in self._skipped_validators:
+          self._skipped_validators.add(name)
+          logging.info("validator %s skipped: %s", name, e)
+    return values
+

@@ -6,12 +6,14 @@
 The conventions every loss here follows:
 
 - Arrays in. A loss that is defined per example returns per-example values
-  (`entropy`, `distillation`, `consistency`, `pseudo_label`, and the
-  adversarial `domain_adversarial` / `cdan`, which return one array per
-  domain); reduce them yourself, or with the documented reductions
+  (`entropy`, `distillation`, `consistency`, `pseudo_label`,
+  `adaptive_feature_norm`, and the adversarial `domain_adversarial` / `cdan`
+  / `margin_disparity_discrepancy`, which return one array per domain);
+  reduce them yourself, or with the documented reductions
   (`domain_balanced_mean` for the adversarial terms, `pseudo_label_loss` for
   FixMatch's mean). Quantities defined only over a batch (`mmd`, `jmmd`,
-  `coral`, `mcc`) return a scalar.
+  `coral`, `mcc`, `batch_spectral_penalty`, `information_maximization`)
+  return a scalar.
 - Masks: `where` for a loss of one input; `source_where` / `target_where`
   for a loss of two domains. A masked loss equals the loss on the masked
   subset, and whatever a masked entry holds (NaN, inf) reaches neither the
@@ -35,6 +37,9 @@ from xdomain.losses.adversarial import cdan_random_matrices
 from xdomain.losses.adversarial import domain_adversarial
 from xdomain.losses.adversarial import domain_balanced_mean
 from xdomain.losses.adversarial import gradient_reversal
+from xdomain.losses.detection import box_area
+from xdomain.losses.detection import giou_loss
+from xdomain.losses.detection import sigmoid_focal_loss
 from xdomain.losses.discrepancy import BANDWIDTH_HEURISTICS
 from xdomain.losses.discrepancy import DEFAULT_BANDWIDTH_MULTIPLIERS
 from xdomain.losses.discrepancy import DEFAULT_BLOCK_SIZE
@@ -45,12 +50,17 @@ from xdomain.losses.discrepancy import jmmd
 from xdomain.losses.discrepancy import mean_bandwidth
 from xdomain.losses.discrepancy import median_bandwidth
 from xdomain.losses.discrepancy import mmd
+from xdomain.losses.disparity import margin_disparity_discrepancy
+from xdomain.losses.information import centroid_pseudo_labels
+from xdomain.losses.information import information_maximization
 from xdomain.losses.language_model import bidirectional_language_model
+from xdomain.losses.norms import adaptive_feature_norm
 from xdomain.losses.objective import combine
 from xdomain.losses.prediction import entropy
 from xdomain.losses.prediction import mcc
 from xdomain.losses.schedules import dann_schedule
 from xdomain.losses.schedules import sigmoid_rampup
+from xdomain.losses.spectral import batch_spectral_penalty
 from xdomain.losses.teacher import class_balanced_weights
 from xdomain.losses.teacher import consistency
 from xdomain.losses.teacher import distillation
@@ -65,11 +75,15 @@ __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "KERNEL_REDUCTIONS",
     "MEDIAN_MAX_POINTS",
+    "adaptive_feature_norm",
+    "batch_spectral_penalty",
     "bidirectional_language_model",
+    "box_area",
     "cdan",
     "cdan_entropy_weights",
     "cdan_features",
     "cdan_random_matrices",
+    "centroid_pseudo_labels",
     "class_balanced_weights",
     "combine",
     "consistency",
@@ -79,13 +93,17 @@ __all__ = [
     "domain_adversarial",
     "domain_balanced_mean",
     "entropy",
+    "giou_loss",
     "gradient_reversal",
+    "information_maximization",
     "jmmd",
+    "margin_disparity_discrepancy",
     "mcc",
     "mean_bandwidth",
     "median_bandwidth",
     "mmd",
     "pseudo_label",
     "pseudo_label_loss",
+    "sigmoid_focal_loss",
     "sigmoid_rampup",
 ]

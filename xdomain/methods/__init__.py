@@ -11,6 +11,10 @@ from xdomain.config import check_non_negative
 from xdomain.config import check_positive
 from xdomain.methods import adversarial
 from xdomain.methods import baselines
+from xdomain.methods import detection_teacher
+from xdomain.methods import disparity
+from xdomain.methods import feature_penalties
+from xdomain.methods import fixmatch
 from xdomain.methods import mean_teacher
 from xdomain.methods import pretrain
 from xdomain.methods import statistics
@@ -24,8 +28,8 @@ from xdomain.methods.base import Teacher
 # The methods that only add terms on the two domains' outputs, which
 # distillation can add to its own (--distill_align).
 ALIGNMENTS = {
-    "dann": adversarial.make_dann,
-    "cdan": adversarial.make_cdan,
+    "dann": feature_penalties.optional_bsp(adversarial.make_dann),
+    "cdan": feature_penalties.optional_bsp(adversarial.make_cdan),
     "dan": statistics.make_dan,
     "jan": statistics.make_jan,
     "coral": statistics.make_coral,
@@ -41,6 +45,11 @@ METHODS = {
     "distill": functools.partial(teacher.make_distill, alignments=ALIGNMENTS),
     "pseudo_label": teacher.make_pseudo_label,
     "lm_pretrain": pretrain.make_lm_pretrain,
+    "detection_mean_teacher": detection_teacher.make_detection_mean_teacher,
+    "mdd": disparity.make_mdd,
+    "bsp": feature_penalties.make_bsp,
+    "afn": feature_penalties.make_afn,
+    "fixmatch": fixmatch.make_fixmatch,
 }
 
 # Methods whose step runs a teacher on the target.
@@ -75,8 +84,16 @@ def validate_config(config: Config, task: str) -> None:
     raise ConfigError(
         f"--distill_align={config.distill_align} is not an alignment method; use one of"
         f" {', '.join(ALIGNMENTS)}.")
+  if config.method == "detection_mean_teacher" and task != "detection":
+    raise ConfigError(f"--method=detection_mean_teacher is for detection; --source={config.source}"
+                      f" is {task}: use --method=mean_teacher.")
   if config.method == "lm_pretrain":
     pretrain.validate_config(config, task)
+  check_positive(config, "mdd_margin", "afn_delta")
+  check_non_negative(config, "bsp_weight", "afn_radius")
+  if config.bsp_weight and config.method not in ("bsp", "dann", "cdan"):
+    raise ConfigError(
+        f"--bsp_weight is added to --method=dann, cdan or bsp, not {config.method}.")
 
 
 __all__ = ["ALIGNMENTS", "METHODS", "Method", "Outputs", "Teacher", "validate_config"]

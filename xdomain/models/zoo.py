@@ -1,7 +1,7 @@
 """The `--model` names, what each model does, and how it is built from a `Config`.
 
 A model serves tasks by name (`xdomain.tasks`: 'image_classification',
-'text_classification', 'tagging'); the task hands the builder what the data
+'text_classification', 'tagging', 'detection'); the task hands the builder what the data
 decides (the vocabulary size of text, the number of classes).
 """
 
@@ -22,6 +22,7 @@ from xdomain.config import check_positive
 from xdomain.models import text as text_models
 from xdomain.models.cnn import ResNet
 from xdomain.models.cnn import SeedCNN
+from xdomain.models.detection import FCOS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +115,7 @@ MODELS: dict[str, ModelSpec] = {
     "textcnn": ModelSpec(_text_cnn, tasks=_TEXT),
     "bilstm_crf": ModelSpec(_recurrent_text("lstm", use_crf=True), tasks=("tagging",),
                             task_loss=_crf_task_loss, predict=_crf_predict),
+    "fcos": ModelSpec(lambda config, num_classes: FCOS(num_classes), tasks=("detection",)),
 }
 
 

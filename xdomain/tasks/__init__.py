@@ -2,6 +2,7 @@
 sequence tagging (`xdomain.tasks.base.Task`), chosen by the source domain."""
 
 from xdomain.tasks.base import Task
+from xdomain.tasks.detection import Detection
 from xdomain.tasks.image_classification import ImageClassification
 from xdomain.tasks.tagging import Tagging
 from xdomain.tasks.text_classification import TextClassification
@@ -11,6 +12,7 @@ TASKS: dict[tuple[str, str], Task] = {
     ("image", "classification"): ImageClassification(),
     ("text", "classification"): TextClassification(),
     ("text", "tagging"): Tagging(),
+    ("image", "detection"): Detection(),
 }
 
 
@@ -19,5 +21,5 @@ def for_domain(info) -> Task:
   return TASKS[(info.modality, info.task)]
 
 
-__all__ = ["TASKS", "ImageClassification", "Tagging", "Task", "TextClassification",
+__all__ = ["TASKS", "Detection", "ImageClassification", "Tagging", "Task", "TextClassification",
            "for_domain"]

@@ -33,11 +33,20 @@ class Task:
     label_key: the batch key of the supervision.
     scores_unseen_words: `metrics` takes the source's vocabulary, to score
       the words that the source never labelled apart.
+    headline: the metric the console reports after each evaluation.
+    has_validators: the model gives class logits per example (or position),
+      which `xdomain.evaluate.validators` score.
   """
 
   name = ""
   label_key = "label"
   scores_unseen_words = False
+  headline = "accuracy"
+  has_validators = True
+
+  def validate_config(self, config: Config) -> None:
+    """Raises `ConfigError` for flags this task cannot take (default: none)."""
+    del config
 
   # The experiment: preprocessing, model, a sample batch to initialise it.
 
@@ -104,6 +113,11 @@ class Task:
                         ) -> tuple[Inputs, Inputs]:
     """(student, teacher) random views of the target for a consistency method."""
     raise NotImplementedError
+
+  def strong_view(self, inputs: Inputs, rng: jax.Array, config: Config) -> Inputs:
+    """A strongly augmented random view of the inputs (FixMatch's student view),
+    whose labels are those of the inputs."""
+    raise NotImplementedError(f"the {self.name} task has no strong augmentation.")
 
   def supervised_loss(self, spec: ModelSpec, model, variables, logits: jax.Array,
                       labels: jax.Array, mask: jax.Array | None):

@@ -36,6 +36,12 @@ class Tagging(text.TextTask):
     length = part["tokens"].shape[1]
     return jnp.arange(length)[None, :] < part["lengths"][:, None]
 
+  def strong_view(self, inputs: base.Inputs, rng: jax.Array, config: Config
+                  ) -> base.Inputs:
+    """Words (and their characters) dropped to <unk> only: a swap would move
+    the words away from their positions' tags."""
+    return text.drop_tokens(inputs, rng, config.token_dropout or text.STRONG_TOKEN_DROPOUT)
+
   def split(self, joint: jax.Array, num_source: int, source: base.Part, target: base.Part
             ) -> tuple[jax.Array, jax.Array]:
     """Also drops the common padding that `join` added to either domain."""

@@ -32,6 +32,32 @@ def drop_tokens(inputs: base.Inputs, rng: jax.Array, rate: float) -> base.Inputs
   return (tokens, *rest)
 
 
+# FixMatch's strong view of text: token dropout (--token_dropout, this rate
+# when 0) plus swaps of neighbouring words.
+STRONG_TOKEN_DROPOUT = 0.1
+WORD_SWAP_RATE = 0.1
+
+
+def swap_words(tokens: jax.Array, lengths: jax.Array, rng: jax.Array, rate: float
+               ) -> jax.Array:
+  """Token ids [B, L] with neighbouring real words swapped: each text is cut
+  into pairs (2j + o, 2j + o + 1), o in {0, 1} drawn per text, and each pair of
+  real tokens is swapped with probability `rate` (pairs do not overlap, so
+  every word moves at most one place); padding stays padding."""
+  batch, length = tokens.shape
+  offset_key, swap_key = jax.random.split(rng)
+  offset = jax.random.bernoulli(offset_key, 0.5, (batch, 1)).astype(jnp.int32)
+  position = jnp.arange(length)[None, :]
+  first = (position - offset) % 2 == 0  # the first token of its pair
+  partner = jnp.where(first, position + 1, position - 1)
+  pair_start = jnp.where(first, position, position - 1)
+  swap = jax.random.bernoulli(swap_key, rate, (batch, length + 1))
+  swap = jnp.take_along_axis(swap, jnp.clip(pair_start, 0, length), axis=1)
+  valid = (pair_start >= 0) & (pair_start + 1 < lengths[:, None])
+  source = jnp.where(swap & valid, partner, position)
+  return jnp.take_along_axis(tokens, jnp.clip(source, 0, length - 1), axis=1)
+
+
 class TextTask(base.Task):
   """Token ids [B, L] and lengths [B] (plus characters [B, L, W] for a
   character CNN), over the vocabulary that the run keeps in its workdir."""
@@ -119,3 +145,12 @@ class TextTask(base.Task):
     if config.token_dropout:
       return drop_tokens(inputs, student_key, config.token_dropout), inputs
     return inputs, inputs
+
+  def strong_view(self, inputs: base.Inputs, rng: jax.Array, config: Config
+                  ) -> base.Inputs:
+    """Words dropped to <unk> (`--token_dropout`, STRONG_TOKEN_DROPOUT when 0)
+    and neighbouring words swapped (`swap_words`, WORD_SWAP_RATE)."""
+    drop_key, swap_key = jax.random.split(rng)
+    tokens, lengths, *rest = drop_tokens(
+        inputs, drop_key, config.token_dropout or STRONG_TOKEN_DROPOUT)
+    return (swap_words(tokens, lengths, swap_key, WORD_SWAP_RATE), lengths, *rest)

@@ -14,6 +14,7 @@ tests all use it, so they train and evaluate exactly what a run does.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,11 +49,16 @@ def validate_config(config: Config):
   source_info, target_info = data_checks.validate_config(config)
   task = tasks.for_domain(source_info)
   spec = zoo.validate_config(config, task.name)
+  task.validate_config(config)
   methods.validate_config(config, task.name)
   transfer.validate_config(config)
   optimizers.validate_config(config)
   check_positive(config, "steps", "batch_size", "eval_batch_size", "log_every",
                  "eval_every", "checkpoint_every", "keep_checkpoints")
+  if config.plots_baseline and not (config.plots and os.path.isdir(config.plots_baseline)):
+    raise ConfigError(
+        f"--plots_baseline={config.plots_baseline!r} goes with --plots and names the workdir"
+        " of a finished run of the same model.")
   multihost = (config.coordinator_address, config.num_processes, config.process_id)
   if any(v is not None for v in multihost) and any(v is None for v in multihost):
     raise ConfigError(
@@ -107,18 +113,26 @@ class Experiment:
         config, self.learning_rates, functools.partial(optimizers.make_optimizer, config))
     self.init_rng, self.step_rng = jax.random.split(jax.random.key(config.seed))
 
+  @property
+  def labelled_domain(self) -> str:
+    """The domain of the labelled stream: the source; the target for the
+    oracle or with --target_labelled_fraction (its few labels)."""
+    config = self.config
+    if self.method.train_on_target_labels or config.target_labelled_fraction > 0:
+      return config.target
+    return config.source
+
   def training_loader(self) -> data.CrossDomainLoader:
-    """The labelled stream (the source; the target for the oracle or with
-    --target_labelled_fraction, its few labels) beside the unlabelled target."""
+    """The labelled stream (less its --source_val_fraction) beside the
+    unlabelled target."""
     config = self.config
     few_labels = config.target_labelled_fraction > 0
-    labelled = (config.target if self.method.train_on_target_labels or few_labels
-                else config.source)
     return data.CrossDomainLoader(
-        labelled, config.target, batch_size=config.batch_size, preprocess=self.preprocess,
-        seed=config.seed, data_dir=config.data_dir, buckets=self.buckets,
+        self.labelled_domain, config.target, batch_size=config.batch_size,
+        preprocess=self.preprocess, seed=config.seed, data_dir=config.data_dir,
+        buckets=self.buckets,
         source_fraction=config.target_labelled_fraction if few_labels else 1.0,
-        length_grouping=config.length_grouping)
+        source_holdout=config.source_val_fraction, length_grouping=config.length_grouping)
 
   @functools.cached_property
   def source_vocabulary(self) -> np.ndarray:

@@ -201,7 +201,7 @@ def _train(experiment: Experiment, state, loader, manager, meta, writer, start_s
   if step >= config.steps:
     logging.info("The checkpoint is at step %d >= --steps=%d: evaluating only.",
                  step, config.steps)
-    return _results(config, evaluator.evaluate(state), step), state
+    return _results(config, _evaluate(evaluator, state), step), state
 
   batch = experiment.global_batch(next(loader))
   compile_started = time.time()
@@ -239,7 +239,7 @@ def _train(experiment: Experiment, state, loader, manager, meta, writer, start_s
                    values["total"], rate, _duration((config.steps - step) / rate))
       interval_steps = 0
     if step % config.eval_every == 0 or done:
-      evaluation = evaluator.evaluate(state)
+      evaluation = _evaluate(evaluator, state)
       writer.write(step, evaluation)
     if step % config.checkpoint_every == 0 or done or interrupted:
       _check_finite(pending, step)  # never save a state after a non-finite step
@@ -297,12 +297,18 @@ def _duration(seconds: float) -> str:
   return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def _evaluate(evaluator, state) -> dict[str, Any]:
+  """The test metrics and the validators (which read no target label) of `state`."""
+  return {**evaluator.evaluate(state), **evaluator.validators(state)}
+
+
 def _results(config: Config, evaluation: dict[str, Any], step: int) -> dict[str, Any]:
-  """Every source/target test metric of the last evaluation, and what the run was."""
+  """Every source/target test metric and validator of the last evaluation, and
+  what the run was."""
   return {
       **{name: value for name, value in evaluation.items()
          if name.startswith(("source_test_", "target_test_", "ema_source_test_",
-                             "ema_target_test_"))},
+                             "ema_target_test_", "validator/"))},
       "step": step, "method": config.method, "source": config.source,
       "target": config.target, "seed": config.seed, "model": config.model,
   }

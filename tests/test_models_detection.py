@@ -1,0 +1,99 @@
+"""xdomain.models.detection: FCOS outputs, locations and target assignment."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xdomain.models import detection
+
+
+def test_locations_follow_the_output_order():
+  points, strides, ranges = detection.locations((32, 32))
+  assert points.shape == (4 * 4 + 2 * 2, 2)
+  np.testing.assert_array_equal(points[:2], [[4, 4], [4, 12]])  # stride 8, row 0
+  np.testing.assert_array_equal(points[16], [8, 8])  # first of stride 16
+  np.testing.assert_array_equal(strides[[0, 15, 16, 19]], [8, 8, 16, 16])
+  assert ranges[0, 1] == detection.SCALE_RANGES[0][1] and np.isinf(ranges[-1, 1])
+  with pytest.raises(ValueError, match="multiple of every stride"):
+    detection.locations((40, 32))
+
+
+def test_assign_targets_centre_sampling_scale_and_smallest_box():
+  points, strides, ranges = (jnp.asarray(a) for a in detection.locations((64, 64)))
+  boxes = jnp.array([[8.0, 8.0, 24.0, 24.0],    # small: level stride 8
+                     [0.0, 0.0, 64.0, 64.0],    # large: level stride 16
+                     [0.0, 0.0, 0.0, 0.0]])     # padding
+  classes = jnp.array([3, 5, -1])
+  cls, ltrb = jax.jit(detection.assign_targets)(boxes, classes, points, strides, ranges)
+  cls, ltrb = np.asarray(cls), np.asarray(ltrb)
+  p = np.asarray(points)
+  small = np.flatnonzero(cls == 3)
+  # Positives of the small box: stride-8 locations within 1.5 strides of its centre (16, 16).
+  assert set(small) == {i for i in range(64) if abs(p[i, 0] - 16) < 12 and abs(p[i, 1] - 16) < 12}
+  i = small[0]
+  np.testing.assert_allclose(ltrb[i], [p[i, 1] - 8, p[i, 0] - 8, 24 - p[i, 1], 24 - p[i, 0]])
+  large = np.flatnonzero(cls == 5)
+  assert len(large) and np.all(large >= 64)  # only on the stride-16 level
+  assert np.all(np.abs(p[large] - 32) < 24)
+  assert -1 in cls and not np.any(np.isin(cls, [0]))  # padding assigns nothing
+
+
+def test_assign_targets_prefers_the_smaller_box():
+  points, strides, _ = (jnp.asarray(a) for a in detection.locations((32, 32)))
+  ranges = jnp.tile(jnp.array([[0.0, jnp.inf]]), (points.shape[0], 1))
+  boxes = jnp.array([[0.0, 0.0, 32.0, 32.0], [8.0, 8.0, 24.0, 24.0]])
+  cls, _ = jax.jit(detection.assign_targets)(boxes, jnp.array([1, 2]), points, strides, ranges)
+  centre = int(np.flatnonzero((np.asarray(points) == [12, 12]).all(1))[0])
+  assert int(cls[centre]) == 2
+
+
+def test_fcos_outputs_features_and_submodules():
+  model = detection.FCOS(num_classes=4, fpn_width=16)
+  images = jnp.zeros((2, 32, 32, 3))
+  variables = jax.jit(model.init)(jax.random.key(0), images)
+  outputs, features = jax.jit(lambda v, x: model.apply(v, x, return_features=True))(
+      variables, images)
+  assert outputs.shape == (2, 20, 4 + 5) and features.shape == (2, 20, 16)
+  assert {"backbone", "head"} <= set(variables["params"])
+  assert np.all(np.asarray(outputs[..., 4:8]) > 0)  # distances are positive
+  maps = detection.split_levels(features, (32, 32))
+  assert [m.shape for m in maps] == [(2, 4, 4, 16), (2, 2, 2, 16)]
+  # Prior: class probabilities start near 0.01.
+  np.testing.assert_allclose(jax.nn.sigmoid(outputs[..., :4]).mean(), 0.01, atol=0.01)
+  with pytest.raises(ValueError, match="multiple of every stride"):
+    model.apply(variables, jnp.zeros((1, 24, 24, 3)))
+
+
+def test_decode_inverts_the_targets():
+  points = jnp.array([[10.0, 20.0]])
+  ltrb = jnp.array([[[5.0, 2.0, 3.0, 4.0]]])
+  np.testing.assert_allclose(detection.decode_boxes(ltrb, points), [[[8.0, 15.0, 14.0, 23.0]]])
+  np.testing.assert_allclose(detection.centerness(jnp.array([2.0, 2.0, 2.0, 2.0])), 1.0)
+
+
+def test_pseudo_objects_keep_confident_boxes_after_nms():
+  points, _, _ = detection.locations((32, 32))
+  num, k = len(points), 3
+  logits = np.full((1, num, k), -9.0, np.float32)
+  distances = np.full((1, num, 4), 4.0, np.float32)
+  center = np.full((1, num, 1), 9.0, np.float32)
+  # Locations 5 and 6 (neighbours, same class 2): boxes overlapping by IoU 1/3
+  # (kept both); location 9 (class 1) at the same place as location 5 (kept:
+  # another class); location 12 scores below the threshold.
+  for location, cls, logit in ((5, 2, 5.0), (6, 2, 4.0), (9, 1, 3.0), (12, 0, -3.0)):
+    logits[0, location, cls] = logit
+  distances[0, 9] = distances[0, 5] + [0, 8, 0, -8]  # location 9 (8 px lower) draws box 5
+  outputs = jnp.asarray(np.concatenate([logits, distances, center], -1))
+  objects = np.asarray(jax.jit(lambda o: detection.pseudo_objects(o, threshold=0.5,
+                                                                   max_boxes=4))(outputs))
+  assert objects.shape == (1, 4, 5)
+  np.testing.assert_array_equal(objects[0, :, 4], [2, 2, 1, -1])
+  box5 = [points[5, 0] - 4, points[5, 1] - 4, points[5, 0] + 4, points[5, 1] + 4]
+  np.testing.assert_allclose(objects[0, 0, :4], box5)
+  np.testing.assert_allclose(objects[0, 2, :4], box5)
+  # Same class, IoU above the threshold: the weaker one is suppressed.
+  distances[0, 6] = distances[0, 5] + [8, 0, -8, 0]  # location 6 (8 px right) draws box 5
+  outputs = jnp.asarray(np.concatenate([logits, distances, center], -1))
+  objects = np.asarray(detection.pseudo_objects(outputs, threshold=0.5, max_boxes=4))
+  np.testing.assert_array_equal(objects[0, :, 4], [2, 1, -1, -1])

@@ -1,0 +1,120 @@
+"""xdomain.tasks.detection: the FCOS loss, decoding, COCO metrics, flag checks,
+and every detection flag file run for a step and resumed."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests import flagfiles
+from tests.test_data_detection import write_coco
+from xdomain.config import Config
+from xdomain.config import ConfigError
+from xdomain.models import detection as fcos
+from xdomain.tasks import detection
+from xdomain.train import train_and_evaluate
+from xdomain.train.experiment import validate_config
+from xdomain.train.writer import read_metrics
+
+SIDE, K = 32, 3
+LOSS = jax.jit(fcos.fcos_loss)
+
+
+def perfect_outputs(objects):
+  """Outputs [1, P, K + 5] that predict `objects` exactly at their positives."""
+  points, strides, ranges = fcos.locations((SIDE, SIDE))
+  cls, ltrb = jax.jit(fcos.assign_targets)(jnp.asarray(objects[:, :4]),
+                                  jnp.asarray(objects[:, 4].astype(np.int32)),
+                                  jnp.asarray(points), jnp.asarray(strides),
+                                  jnp.asarray(ranges))
+  cls, ltrb = np.asarray(cls), np.asarray(ltrb)
+  logits = np.where(np.eye(K)[np.maximum(cls, 0)] * (cls >= 0)[:, None] > 0, 9.0, -9.0)
+  center = np.where(cls >= 0, 9.0, -9.0)[:, None]
+  distances = np.where(cls[:, None] >= 0, np.maximum(ltrb, 1e-3), 1.0)
+  return np.concatenate([logits, distances, center], -1)[None].astype(np.float32)
+
+
+OBJECTS = np.array([[2.0, 2.0, 14.0, 14.0, 2.0], [16.0, 14.0, 30.0, 30.0, 0.0],
+                    [0.0, 0.0, 0.0, 0.0, -1.0]], np.float32)
+
+
+def test_loss_is_small_for_right_outputs_and_finite_without_objects():
+  right = LOSS(jnp.asarray(perfect_outputs(OBJECTS)), OBJECTS[None])
+  assert right["positives"] > 0 and right["correct"] == right["positives"]
+  assert right["giou"] < 1e-3 and right["focal"] < 0.05
+  wrong = LOSS(jnp.zeros_like(perfect_outputs(OBJECTS)), OBJECTS[None])
+  assert wrong["focal"] > 10 * right["focal"] and wrong["giou"] > 0.1
+  empty = np.zeros((1, 3, 5), np.float32)
+  empty[..., 4] = -1
+  terms = LOSS(jnp.asarray(perfect_outputs(OBJECTS)), empty)
+  assert terms["positives"] == 0 and terms["giou"] == 0
+  assert all(np.isfinite(float(v)) for v in terms.values())
+
+
+def test_decode_and_metrics_give_full_ap_for_right_outputs():
+  task = detection.Detection()
+  outputs = jnp.asarray(perfect_outputs(OBJECTS))
+  sums = task.eval_sums(None, None, None, outputs, {"objects": OBJECTS[None],
+                                                    "mask": np.array([True])}, K)
+  padded = {k: np.concatenate([np.asarray(v), np.zeros_like(np.asarray(v))]) for k, v in
+            sums.items()}  # a padding row (valid False) is left out
+  scores = task.metrics(None, [padded], ("a", "b", "c"), source_vocabulary=None)
+  assert scores["ap50"] == pytest.approx(1.0) and scores["ap"] > 0.9
+  assert scores["per_class_ap50"][1] is None and scores["per_class_ap50"][0] == pytest.approx(1)
+  wrong = dict(padded, boxes=padded["boxes"][:, ::-1])
+  assert task.metrics(None, [wrong], ("a", "b", "c"),
+                      source_vocabulary=None)["ap50"] < 0.5
+
+
+def test_bad_flags_say_what_fits(tmp_path):
+  base = Config(source="detect/digits", target="detect/digits_m", model="fcos",
+                image_size=64, channels=3)
+  with pytest.raises(ConfigError, match="--model=seed_cnn does not do detection.*fcos"):
+    validate_config(dataclasses.replace(base, model="seed_cnn"))
+  with pytest.raises(ConfigError, match="--model=fcos does not do image_classification"):
+    validate_config(dataclasses.replace(base, source="digits/mnist", target="digits/mnist_m"))
+  with pytest.raises(ConfigError, match="different label sets"):
+    validate_config(dataclasses.replace(base, target=write_coco(tmp_path)))
+  with pytest.raises(ConfigError, match="multiple of 16"):
+    validate_config(dataclasses.replace(base, image_size=60))
+  with pytest.raises(ConfigError, match="--method=cdan does not do detection"):
+    validate_config(dataclasses.replace(base, method="cdan"))
+  with pytest.raises(ConfigError, match="--augment"):
+    validate_config(dataclasses.replace(base, augment=True))
+  with pytest.raises(ConfigError, match="detection_mean_teacher is for detection"):
+    validate_config(Config(source="digits/mnist", target="digits/mnist_m",
+                           method="detection_mean_teacher"))
+  with pytest.raises(ConfigError, match="--plots"):
+    validate_config(dataclasses.replace(base, plots=True))
+
+
+TINY = dict(flagfiles.SMOKE_OVERRIDES, steps=1, checkpoint_every=1, eval_every=1,
+            batch_size=8, image_size=64, eval_batch_size=512)
+
+
+@pytest.mark.parametrize("flagfile", flagfiles.flag_files("detection"))
+def test_detection_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
+  config = flagfiles.config_from_flagfile(flagfile, **TINY, data_dir=data_dir)
+  validate_config(config)
+  workdir = str(tmp_path / "run")
+  results = train_and_evaluate(config, workdir, devices=flagfiles.smoke_devices())
+  assert results["step"] == 1
+  for part in ("source", "target"):
+    assert 0.0 <= results[f"{part}_test_ap50"] <= 1.0
+    assert len(results[f"{part}_test_per_class_ap"]) == 10
+  resumed = train_and_evaluate(dataclasses.replace(config, steps=2, allow_config_change=True),
+                               workdir, devices=flagfiles.smoke_devices())
+  assert resumed["step"] == 2
+  events = read_metrics(workdir)
+  assert [e["step"] for e in events if "total" in e] == [1, 2]
+  if config.method == "dann":
+    assert all("domain_adversarial" in e for e in events if "total" in e)
+  if config.method == "detection_mean_teacher":
+    assert all("pseudo_boxes" in e for e in events if "total" in e)
+    assert "ema_target_test_ap50" in resumed
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert "target_test_ap50" in json.load(f)

@@ -1,0 +1,63 @@
+"""FixMatch-style self-training on the target (Sohn et al., NeurIPS 2020).
+
+Each target example is seen twice in the same forward pass as the source:
+a weak view (the teacher side of the task's `consistency_views`: shifted,
+noisy images; text as is) and a strong view (`task.strong_view`:
+RandAugment-style ops and a cutout for images, dropped and swapped words for
+text). The model's own prediction on the weak view, where its confidence
+reaches `--confidence_threshold` (FixMatch's 0.95 when 0), is the label that
+the strong view is trained on; no gradient flows through the weak side. As
+in FixMatch, the weak and strong views go through the model in one batch
+(training mode), and the loss is averaged over all target examples.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from xdomain import losses
+from xdomain.config import Config
+from xdomain.methods import base
+
+DEFAULT_CONFIDENCE_THRESHOLD = 0.95  # FixMatch's tau
+
+
+def fixmatch_views(task, inputs, rng, config: Config):
+  """Target inputs -> ((weak ++ strong) on the batch axis, weak): both views
+  run through the model as the target part of the batch."""
+  weak_key, strong_key = jax.random.split(rng)
+  _, weak = task.consistency_views(inputs, weak_key, config)
+  strong = task.strong_view(inputs, strong_key, config)
+  return task.join(weak, strong), weak
+
+
+def fixmatch_loss(weak_logits: jax.Array, strong_logits: jax.Array, *,
+                  confidence_threshold: float, where: jax.Array | None = None
+                  ) -> tuple[jax.Array, jax.Array]:
+  """(mean cross-entropy of the strong view to the weak view's confident
+  argmax over all valid examples, kept fraction) (`losses.pseudo_label_loss`,
+  the weak side detached)."""
+  return losses.pseudo_label_loss(strong_logits, jax.lax.stop_gradient(weak_logits),
+                                  confidence_threshold=confidence_threshold, where=where)
+
+
+def make_fixmatch(config: Config) -> base.Method:
+  """Source cross-entropy + adaptation weight * FixMatch's unlabelled loss on the target."""
+  threshold = config.confidence_threshold or DEFAULT_CONFIDENCE_THRESHOLD
+
+  def terms(outputs, aux_params, rng, step):
+    del aux_params, rng, step
+    logits = outputs.target_logits
+    half = logits.shape[0] // 2
+    mask = outputs.target_mask
+    weak, _ = base.flatten_tokens(logits[:half], mask)
+    strong, _ = base.flatten_tokens(logits[half:], mask)
+    mask = None if mask is None else mask.reshape(-1)
+    loss, kept = fixmatch_loss(weak, strong, confidence_threshold=threshold, where=mask)
+    return {"fixmatch": loss, "fixmatch_kept": kept}
+
+  return base.Method(
+      name="fixmatch", terms=terms,
+      weights={"fixmatch": base.adaptation_weight(config), "fixmatch_kept": 0.0},
+      target_views=lambda task, inputs, rng: fixmatch_views(task, inputs, rng, config))
