@@ -11,6 +11,7 @@ from xdomain import plots
 from xdomain.config import Config
 from xdomain.train import Experiment
 from xdomain.train import train_and_evaluate
+from xdomain.train.writer import read_metrics
 
 
 def test_plots_compare_with_the_baseline_run_and_say_so(data_dir, tmp_path, monkeypatch):
@@ -36,7 +37,7 @@ def test_plots_compare_with_the_baseline_run_and_say_so(data_dir, tmp_path, monk
   baseline_state = baseline_state.replace(
       params=dict(baseline_state.params, model=variables["params"]),
       batch_stats=variables["batch_stats"])
-  again = plots.write_plots(experiment, baseline_state)
+  again = plots.write_plots(experiment, baseline_state, read_metrics(str(tmp_path / "dann")))
   assert again["proxy_a_distance_baseline"] == again["proxy_a_distance_after"]
 
 

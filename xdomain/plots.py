@@ -27,7 +27,6 @@ from sklearn.manifold import TSNE  # noqa: E402
 
 from xdomain import checkpoint  # noqa: E402
 from xdomain import evaluate  # noqa: E402
-from xdomain.train import writer as writer_lib  # noqa: E402
 
 FEATURES_PER_DOMAIN = 500
 # Logged per step but not loss terms: they get a panel of their own.
@@ -36,9 +35,9 @@ _NOT_LOSSES = ("step", "examples_per_sec", "source_train_accuracy", "grad_norm",
 _SCHEDULE_PREFIXES = ("weight/", "learning_rate", "schedule/")
 
 
-def learning_curves(workdir: str) -> str:
-  """Plots metrics.jsonl: losses, schedules, test accuracies, validators."""
-  events = writer_lib.read_metrics(workdir)
+def learning_curves(events: list[dict[str, Any]], workdir: str) -> str:
+  """Plots a run's events (metrics.jsonl): losses, schedules, test accuracies,
+  validators; returns the path of the figure."""
   train = [e for e in events if "total" in e]
   evals = [e for e in events if "target_test_accuracy" in e]
   names = list(train[0]) if train else []
@@ -77,11 +76,11 @@ def learning_curves(workdir: str) -> str:
   return path
 
 
-def write_plots(experiment, state) -> dict[str, Any]:
-  """Writes the plots of a finished run (an `xdomain.train.Experiment` and its
-  final state); returns the proxy A-distances."""
+def write_plots(experiment, state, events: list[dict[str, Any]]) -> dict[str, Any]:
+  """Writes the plots of a finished run (an `xdomain.train.Experiment`, its
+  final state and its metrics.jsonl events); returns the proxy A-distances."""
   config = experiment.config
-  learning_curves(experiment.workdir)
+  learning_curves(events, experiment.workdir)
   evaluator = experiment.evaluator
   if config.plots_baseline:
     variables = checkpoint.load_variables(config.plots_baseline)

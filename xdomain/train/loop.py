@@ -22,6 +22,7 @@ from xdomain import workdir as workdir_lib
 from xdomain.config import Config
 from xdomain.train.experiment import Experiment
 from xdomain.train.writer import MetricWriter
+from xdomain.train.writer import read_metrics
 
 RESULTS_FILE = "results.json"
 CONFIG_FILE = workdir_lib.CONFIG_FILE
@@ -136,7 +137,7 @@ def _train_and_evaluate(config: Config, workdir: str,
     return results
   if is_writer and config.plots:
     from xdomain import plots  # matplotlib and scikit-learn: only when asked
-    results.update(plots.write_plots(experiment, state))
+    results.update(plots.write_plots(experiment, state, read_metrics(workdir)))
   results["wall_seconds"] = time.time() - started
   if is_writer:
     workdir_lib.write_atomic(os.path.join(workdir, RESULTS_FILE),
