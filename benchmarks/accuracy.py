@@ -134,14 +134,19 @@ def parse_pair_overrides(items: list[str]) -> dict[str, dict[str, str]]:
   return pair_extra
 
 
-def _flag_values(path: str) -> dict[str, str]:
+def flag_values(path: str) -> dict[str, str]:
+  """The flags a flag file sets, those of the files it includes with
+  `--flagfile=` (a path from the repository root, as main.py reads them) first."""
   values = {}
   with open(path) as f:
     for line in f:
       line = line.strip()
       if line.startswith("--"):
         name, _, value = line[2:].partition("=")
-        values[name] = value
+        if name == "flagfile":
+          values.update(flag_values(os.path.join(REPO, value)))
+        else:
+          values[name] = value
   return values
 
 
@@ -268,7 +273,7 @@ def run_chain(flagfile: str, overrides: dict[str, str], *, task_dir: str, pair_d
     chained[flag] = workdir_for(upstream, task_dir, pair_dir, overrides["seed"])
   workdir = workdir_for(flagfile, task_dir, pair_dir, overrides["seed"])
   used = dict(overrides, **chained)
-  _check_same_flags(workdir, dict(_flag_values(flagfile), **used), chained)
+  _check_same_flags(workdir, dict(flag_values(flagfile), **used), chained)
   return _run(flagfile, workdir, used), used
 
 
@@ -301,7 +306,7 @@ def collect(files: list[str], *, task_dir: str, task_root: str, pairs: list[str 
   raw = []
   for flagfile in files:
     method = os.path.basename(flagfile)[:-len(".flags")]
-    own = _flag_values(flagfile)
+    own = flag_values(flagfile)
     for pair in pairs:
       source, target = split_pair(pair) if pair else (own["source"], own["target"])
       pair_name = f"{source}:{target}"

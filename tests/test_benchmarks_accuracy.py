@@ -27,7 +27,7 @@ def runs(monkeypatch):
     started.append((os.path.basename(values["flagfile"])[:-len(".flags")], values))
     os.makedirs(values["workdir"])
     # What a run writes: every flag it ran with, its flag file's included.
-    config = dict(accuracy._flag_values(values["flagfile"]), init_from=None, teacher=None)
+    config = dict(accuracy.flag_values(values["flagfile"]), init_from=None, teacher=None)
     config.update((k, v) for k, v in values.items() if k not in ("flagfile", "workdir"))
     with open(os.path.join(values["workdir"], "config.json"), "w") as f:
       json.dump(config, f)
@@ -313,3 +313,9 @@ def test_overrides_parse_conll_pairs_and_refuse_per_run_flags():
     accuracy.parse_pair_overrides(["steps=5"])
   with pytest.raises(ValueError, match="--override: 'steps' is not 'flag=value'"):
     accuracy.parse_overrides(["steps"])
+
+
+def test_flag_values_read_the_included_file_first():
+  values = accuracy.flag_values(os.path.join(DIGITS, "dann.flags"))
+  assert "flagfile" not in values
+  assert (values["steps"], values["method"], values["image_size"]) == ("600", "dann", "16")

@@ -1,0 +1,217 @@
+r"""Hyperparameters chosen without target labels: a grid on a selection seed, each
+validator's pick, and that pick rerun on fresh seeds.
+
+  python -m benchmarks.selection --task=digits --methods=dann,mcc \
+      --pairs=digits/mnist:digits/uci --grid=adapt_weight=0.1,0.3,1,3 \
+      --selection_seed=100 --seeds=0,1,2,3,4
+
+For each method and pair, `experiments/<task>/<method>.flags` runs once per
+grid value on the selection seed (a seed no table reports), holding out
+`--source_val_fraction` of the source's training split and evaluating
+`--evaluations` times. Every (grid value, evaluation step) is a candidate; each
+validator (`xdomain.evaluate.validators`, in `metrics.jsonl`) picks the
+candidate it scores highest, and the oracle picks the best target test accuracy
+(shown, marked as unattainable: it reads target labels). Each pick is then run
+on the fresh `--seeds` with the same flags, and its row reports the target
+accuracy at the picked evaluation step, mean +- std, to set beside
+`source_only`'s row of `benchmarks/accuracy.py` on the same seeds. Runs go to
+`<root>/select/<task>/<pair>/<grid flag>=<value>/<method>/seed<k>` and finished
+ones are reused, as in `benchmarks/accuracy.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from absl import app
+from absl import flags
+from absl import logging
+
+from benchmarks import accuracy
+from xdomain.evaluate import validators as validators_lib
+
+# Its own registry: benchmarks/accuracy.py, which it imports, defines flags of
+# the same names in absl's global one.
+_FLAGS = flags.FlagValues()
+_TASK = flags.DEFINE_string("task", "digits", "Folder of flag files under experiments/.",
+                            flag_values=_FLAGS)
+_METHODS = flags.DEFINE_list("methods", ["dann"], "Flag files (method names) to select for.",
+                             flag_values=_FLAGS)
+_PAIRS = flags.DEFINE_list("pairs", ["digits/mnist:digits/uci"], "source:target pairs.",
+                           flag_values=_FLAGS)
+_GRID = flags.DEFINE_string(
+    "grid", "adapt_weight=0.1,0.3,1,3", "One flag and its values: 'flag=v1,v2,...'.",
+    flag_values=_FLAGS)
+_SELECTION_SEED = flags.DEFINE_integer(
+    "selection_seed", 100, "The seed of the grid runs, one that no table reports.",
+    flag_values=_FLAGS)
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Fresh seeds of the picks.",
+                           flag_values=_FLAGS)
+_EVALUATIONS = flags.DEFINE_integer(
+    "evaluations", 4, "Evaluations per run (candidate steps); --eval_every = steps / this.",
+    flag_values=_FLAGS)
+_SOURCE_VAL = flags.DEFINE_float(
+    "source_val_fraction", 0.1, "Held-out share of the source's training split.",
+    flag_values=_FLAGS)
+_OVERRIDES = flags.DEFINE_multi_string(
+    "override", [], "Extra flag for every run, e.g. --override=steps=500 (repeatable).",
+    flag_values=_FLAGS)
+_ROOT = flags.DEFINE_string("root", "/tmp/xdomain_benchmarks", "Where the runs go.",
+                            flag_values=_FLAGS)
+_OUT = flags.DEFINE_string(
+    "out", None, "Markdown file; default benchmarks/results/selection_<task>.md.",
+    flag_values=_FLAGS)
+
+ORACLE = "oracle (target labels)"
+VALIDATORS = tuple(validators_lib.VALIDATORS)
+
+
+def parse_grid(text: str) -> tuple[str, list[str]]:
+  """'adapt_weight=0.1,0.3' -> ('adapt_weight', ['0.1', '0.3'])."""
+  flag, eq, values = text.partition("=")
+  values = [v for v in values.split(",") if v]
+  if not (eq and flag and values):
+    raise ValueError(f"--grid={text!r} must be 'flag=value1,value2,...'")
+  return flag, values
+
+
+def candidates(workdir: str) -> list[dict]:
+  """The evaluations of a finished run: `{'step', 'target', <validator>...}`."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    events = [json.loads(line) for line in f if line.strip()]
+  return [{"step": e["step"], "target": e["target_test_accuracy"],
+           **{name: e[f"validator/{name}"] for name in VALIDATORS
+              if f"validator/{name}" in e}}
+          for e in events if "target_test_accuracy" in e]
+
+
+def pick(grid: Mapping[str, Sequence[dict]]) -> dict[str, tuple[str, int]]:
+  """What each validator (and the oracle) chooses among the candidates of one
+  method and pair: `{validator: (grid value, step)}`, argmax (higher is better
+  for every validator); a validator that no candidate has is left out."""
+  picks = {}
+  for name in (*VALIDATORS, ORACLE):
+    key = "target" if name == ORACLE else name
+    scored = [(c[key], value, c["step"]) for value, runs in grid.items() for c in runs
+              if key in c and np.isfinite(c[key])]
+    if scored:
+      _, value, step = max(scored, key=lambda s: s[0])
+      picks[name] = (value, step)
+  return picks
+
+
+def accuracy_at(workdir: str, step: int) -> float:
+  """The target test accuracy of a run at one of its evaluation steps."""
+  for candidate in candidates(workdir):
+    if candidate["step"] == step:
+      return candidate["target"]
+  raise KeyError(f"{workdir} has no evaluation at step {step}")
+
+
+def select(flagfile: str, pair: str, *, grid_flag: str, grid_values: Sequence[str],
+           selection_seed: int, seeds: Sequence[str], common: Mapping[str, str],
+           task_dir: str, task_root: str) -> dict:
+  """Grid on the selection seed, the picks, and the picks on fresh seeds.
+
+  Returns:
+    `{'picks': {validator: [value, step]}, 'rows': {validator: [accuracy per
+    seed]}, 'candidates': {value: [...]}}`.
+  """
+  source, target = accuracy.split_pair(pair)
+  pair_root = os.path.join(task_root, pair.replace("/", "_"))
+
+  def run(value: str, seed: str) -> str:
+    overrides = dict(common, source=source, target=target, seed=seed, **{grid_flag: value})
+    pair_dir = os.path.join(pair_root, f"{grid_flag}={value}")
+    results, _ = accuracy.run_chain(flagfile, overrides, task_dir=task_dir, pair_dir=pair_dir)
+    if (results["source"], results["target"]) != (source, target):
+      raise ValueError(f"a run of {pair} reports {results['source']}:{results['target']}:"
+                       " selection never mixes pairs")
+    return accuracy.workdir_for(flagfile, task_dir, pair_dir, seed)
+
+  grid = {value: candidates(run(value, str(selection_seed))) for value in grid_values}
+  picks = pick(grid)
+  rows = {name: [accuracy_at(run(value, seed), step) for seed in seeds]
+          for name, (value, step) in picks.items()}
+  return {"picks": {k: list(v) for k, v in picks.items()}, "rows": rows, "candidates": grid}
+
+
+def markdown(selections: Mapping[str, Mapping[str, dict]], *, grid_flag: str,
+             seeds: Sequence[str], command: str, minutes: float) -> list[str]:
+  """One table: a row per method and pick, a column per pair."""
+  pairs = sorted({p for by_pair in selections.values() for p in by_pair})
+  lines = [f"Target test accuracy (%), mean +- std over fresh seeds {','.join(seeds)}, of the"
+           f" --{grid_flag} and evaluation step each validator picked on the selection seed"
+           " (in brackets). The oracle reads target labels: unattainable in practice.",
+           f"Made by `{command}` ({minutes:.0f} min).", "",
+           "| method | picked by | " + " | ".join(" -> ".join(accuracy.split_pair(p))
+                                                 for p in pairs) + " |",
+           "| --- | --- |" + " --- |" * len(pairs)]
+  for method, by_pair in selections.items():
+    for name in (*VALIDATORS, ORACLE):
+      cells = []
+      for pair in pairs:
+        selection = by_pair.get(pair, {})
+        if name not in selection.get("rows", {}):
+          cells.append("")
+          continue
+        values = 100 * np.asarray(selection["rows"][name])
+        value, step = selection["picks"][name]
+        cells.append(f"{values.mean():.1f} +- {values.std():.1f} ({value}, {step})")
+      lines.append(f"| {method} | {name} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def main(argv):
+  del argv
+  task_dir = os.path.join(accuracy.REPO, "experiments", _TASK.value)
+  try:  # before any run, so that a typo does not stop a sweep hours in
+    grid_flag, grid_values = parse_grid(_GRID.value)
+    for pair in _PAIRS.value:
+      accuracy.split_pair(pair)
+    common = accuracy.parse_overrides(_OVERRIDES.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  files = {method: os.path.join(task_dir, f"{method}.flags") for method in _METHODS.value}
+  missing = [f for f in files.values() if not os.path.isfile(f)]
+  if missing:
+    raise app.UsageError(f"no such flag files: {', '.join(missing)}")
+  steps = int(common.get("steps") or accuracy.flag_values(next(iter(files.values())))["steps"])
+  common = dict(common, source_val_fraction=str(_SOURCE_VAL.value),
+                eval_every=str(max(steps // _EVALUATIONS.value, 1)))
+  started = time.time()
+  selections = {}
+  for method, flagfile in files.items():
+    for pair in _PAIRS.value:
+      logging.info("selecting --%s for %s on %s", grid_flag, method, pair)
+      selections.setdefault(method, {})[pair] = select(
+          flagfile, pair, grid_flag=grid_flag, grid_values=grid_values,
+          selection_seed=_SELECTION_SEED.value, seeds=_SEEDS.value, common=common,
+          task_dir=task_dir, task_root=os.path.join(_ROOT.value, "select", _TASK.value))
+  out = _OUT.value or os.path.join(accuracy.REPO, "benchmarks", "results",
+                                   f"selection_{_TASK.value}.md")
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  command = "python -m benchmarks.selection " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  lines = markdown(selections, grid_flag=grid_flag, seeds=_SEEDS.value, command=command,
+                   minutes=(time.time() - started) / 60)
+  with open(out, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  with open(out[:-3] + ".json", "w") as f:
+    json.dump(selections, f, indent=1)
+  print("\n".join(lines))
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  remaining = _FLAGS(argv)
+  flags.FLAGS.mark_as_parsed()  # absl's own (logging) flags keep their defaults
+  return remaining
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)

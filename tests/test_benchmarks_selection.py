@@ -1,0 +1,82 @@
+"""benchmarks/selection.py: each validator's pick on the selection seed, rerun on fresh seeds.
+
+No training: `main.py` is replaced by a stub that writes what a finished run
+leaves (config.json, results.json, metrics.jsonl with two evaluations), with
+validator values and accuracies made up so that each pick is known.
+"""
+
+import json
+import os
+import types
+
+import numpy as np
+import pytest
+
+from benchmarks import accuracy
+from benchmarks import selection as select
+
+DIGITS = os.path.join(accuracy.REPO, "experiments", "digits")
+
+
+@pytest.fixture
+def runs(monkeypatch):
+  started = []
+
+  def fake_subprocess_run(command, **kwargs):
+    del kwargs
+    values = dict(arg[2:].split("=", 1) for arg in command[2:])
+    started.append(values)
+    workdir = values["workdir"]
+    os.makedirs(workdir)
+    config = dict(accuracy.flag_values(values["flagfile"]), init_from=None, teacher=None)
+    config.update((k, v) for k, v in values.items() if k not in ("flagfile", "workdir"))
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(config, f)
+    weight, seed = float(values["adapt_weight"]), int(values["seed"])
+    events = []
+    for step in (2, 4):
+      # entropy prefers the largest weight at step 4, snd the smallest at step 2;
+      # the target accuracy is best at weight 0.3, step 4.
+      events.append({"step": step, "target_test_accuracy": 0.5 - abs(weight - 0.3) + step / 100
+                     + seed / 1000, "validator/entropy": weight + step,
+                     "validator/snd": -weight - step})
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+      f.write("".join(json.dumps(e) + "\n" for e in events))
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump({"source": values["source"], "target": values["target"],
+                 "target_test_accuracy": events[-1]["target_test_accuracy"]}, f)
+    return types.SimpleNamespace(returncode=0)
+
+  monkeypatch.setattr(accuracy, "subprocess", types.SimpleNamespace(run=fake_subprocess_run))
+  return started
+
+
+def test_each_validator_picks_its_best_candidate_and_the_pick_runs_on_fresh_seeds(
+    runs, tmp_path):
+  selection = select.select(
+      os.path.join(DIGITS, "dann.flags"), "digits/mnist:digits/uci",
+      grid_flag="adapt_weight", grid_values=["0.1", "0.3", "1"], selection_seed=100,
+      seeds=["0", "1"], common={"steps": "4", "eval_every": "2"}, task_dir=DIGITS,
+      task_root=str(tmp_path))
+  assert selection["picks"] == {"entropy": ["1", 4], "snd": ["0.1", 2],
+                                select.ORACLE: ["0.3", 4]}
+  assert selection["rows"]["entropy"] == pytest.approx([0.5 - 0.7 + 0.04, 0.5 - 0.7 + 0.041])
+  assert selection["rows"][select.ORACLE] == pytest.approx([0.54, 0.541])
+  # Three grid runs on the selection seed, then each distinct pick on 2 fresh seeds.
+  assert [r["seed"] for r in runs[:3]] == ["100"] * 3
+  assert sorted((r["adapt_weight"], r["seed"]) for r in runs[3:]) == [
+      ("0.1", "0"), ("0.1", "1"), ("0.3", "0"), ("0.3", "1"), ("1", "0"), ("1", "1")]
+  lines = select.markdown({"dann": {"digits/mnist:digits/uci": selection}},
+                          grid_flag="adapt_weight", seeds=["0", "1"], command="c", minutes=1)
+  rows = {line.split(" | ")[1]: line for line in lines if line.startswith("| dann |")}
+  assert rows["entropy"].endswith("(1, 4) |") and rows["snd"].endswith("(0.1, 2) |")
+  assert rows[select.ORACLE].endswith("+- 0.1 (0.3, 4) |")
+  assert rows["dev"] == "| dann | dev |  |"  # no run had it
+
+
+
+def test_a_validator_no_candidate_has_is_left_out_and_bad_grids_are_refused():
+  picks = select.pick({"1": [{"step": 2, "target": 0.5, "entropy": float("nan")}]})
+  assert picks == {select.ORACLE: ("1", 2)}
+  with pytest.raises(ValueError, match="must be 'flag=value1,value2"):
+    select.parse_grid("adapt_weight")
