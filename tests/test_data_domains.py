@@ -85,10 +85,13 @@ def test_mnist_m_domain_differs_from_mnist(data_dir):
 
 
 def test_registry_and_info():
-  # The text domains are listed too (tests/test_text_engine_pipeline.py).
-  assert [name for name in data.list_domains()
-          if data.domain_info(name).modality == "image"] == [
-              "digits/mnist", "digits/mnist_m", "digits/uci"]
+  # The text and detection domains are listed too (tests/test_text_engine_pipeline.py,
+  # tests/test_data_detection.py).
+  image_tasks = {name: data.domain_info(name).task for name in data.list_domains()
+                 if data.domain_info(name).modality == "image"}
+  assert image_tasks == {"digits/mnist": "classification", "digits/mnist_m": "classification",
+                         "digits/uci": "classification", "detect/digits": "detection",
+                         "detect/digits_m": "detection", "detect/digits_fog": "detection"}
   info = data.domain_info("digits/uci")
   assert info.modality == "image" and info.image_shape == (8, 8, 1)
   assert info.label_names == tuple("0123456789")

@@ -68,11 +68,21 @@ class Evaluator:
       return feats
 
     def outputs(params, batch_stats, batch, domain):
+      """Logits, features, which rows (positions) are real and their labels,
+      replicated: every process reads the whole batch's."""
       variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
       ids = jnp.full(batch["mask"].shape[:1], domain, jnp.int32)
-      return model.apply(variables, *task.model_inputs(batch), train=False,
-                         return_features=True,
-                         **({"domain": ids} if spec.domain_specific_bn else {}))
+      logits, feats = model.apply(variables, *task.model_inputs(batch), train=False,
+                                  return_features=True,
+                                  **({"domain": ids} if spec.domain_specific_bn else {}))
+      real = batch["mask"]
+      positions = task.mask(batch)
+      if positions is not None:
+        real = real[:, None] & positions
+      out = {"logits": logits, "features": feats, "real": real}
+      if task.label_key in batch:
+        out["labels"] = batch[task.label_key]
+      return out
 
     self._eval_step = jax.jit(eval_step, out_shardings=experiment.replicated)
     self._features = jax.jit(features, out_shardings=experiment.replicated)
@@ -165,20 +175,13 @@ class Evaluator:
   def _real_outputs(self, part: str, params, batch_stats) -> dict[str, np.ndarray]:
     """Logits, features (and labels of `source_val`) of the real rows (tokens,
     for per-position tasks) of one validation part, at most VALIDATION_ROWS."""
-    task = self._experiment.task
     domain = jnp.int32(DOMAIN_IDS["target" if part == "target" else "source"])
     collected = {"logits": [], "features": [], "labels": []}
     for batch in self._validation_batches[part]:
-      logits, features = jax.device_get(self._outputs(params, batch_stats, batch, domain))
-      host = jax.device_get(batch)
-      real = host["mask"]
-      positions = task.mask(host)
-      if positions is not None:
-        real = real[:, None] & np.asarray(positions)
-      collected["logits"].append(np.asarray(logits)[real])
-      collected["features"].append(np.asarray(features)[real])
-      if task.label_key in host:
-        collected["labels"].append(np.asarray(host[task.label_key])[real])
+      outputs = jax.device_get(self._outputs(params, batch_stats, batch, domain))
+      real = np.asarray(outputs.pop("real"))
+      for key, value in outputs.items():
+        collected[key].append(np.asarray(value)[real])
     out = {k: np.concatenate(v) for k, v in collected.items() if v}
     if out and len(out["logits"]) > VALIDATION_ROWS:  # tokens: a fixed sample
       keep = np.sort(np.random.default_rng(0).permutation(len(out["logits"]))[:VALIDATION_ROWS])
