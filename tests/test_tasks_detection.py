@@ -106,11 +106,13 @@ def test_detection_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
   for part in ("source", "target"):
     assert 0.0 <= results[f"{part}_test_ap50"] <= 1.0
     assert len(results[f"{part}_test_per_class_ap"]) == 10
-  resumed = train_and_evaluate(dataclasses.replace(config, steps=2, allow_config_change=True),
-                               workdir, devices=flagfiles.smoke_devices())
-  assert resumed["step"] == 2
+  # Rerun as it was: the restored model must score as the saved one did.
+  resumed = train_and_evaluate(config, workdir, devices=flagfiles.smoke_devices())
+  for name, value in results.items():
+    if name.startswith(("target_test_", "source_test_", "ema_")):
+      assert resumed[name] == value, name
   events = read_metrics(workdir)
-  assert [e["step"] for e in events if "total" in e] == [1, 2]
+  assert [e["step"] for e in events if "total" in e] == [1]
   if config.method == "dann":
     assert all("domain_adversarial" in e for e in events if "total" in e)
   if config.method == "detection_mean_teacher":

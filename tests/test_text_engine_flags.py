@@ -71,18 +71,20 @@ def test_text_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
     assert 0.0 <= results["target_test_macro_f1"] <= 1.0
   if flagfile.startswith("experiments/ner"):
     assert "target_test_span_f1" in results and "target_test_span_f1/person" in results
-  # Resuming reads the saved vocabulary (not rebuilt, not rewritten) and
-  # continues from the checkpoint's step.
-  resumed = train_and_evaluate(dataclasses.replace(config, steps=2, allow_config_change=True),
-                               workdir,
-                               devices=flagfiles.smoke_devices())
-  assert resumed["step"] == 2
+  # Rerun as it was, the run reads the saved vocabulary (not rebuilt, not
+  # rewritten), restores its checkpoint and evaluates the restored model, which
+  # must score as the saved one did (resumed training is tested apart:
+  # test_a_tagger_on_one_..., tests/test_train_loop.py).
+  restored = train_and_evaluate(config, workdir, devices=flagfiles.smoke_devices())
+  for name, value in results.items():
+    if name.startswith(("target_test_", "source_test_", "ema_")):
+      assert restored[name] == value, name
   with open(vocab_path) as f:
     assert f.read() == vocab
   events = read_metrics(workdir)
-  assert [e["step"] for e in events if "total" in e] == [1, 2]
+  assert [e["step"] for e in events if "total" in e] == [1]
   with open(os.path.join(workdir, "results.json")) as f:
-    assert json.load(f)["step"] == 2
+    assert json.load(f)["step"] == 1
 
 
 def test_a_tagger_on_one_and_eight_devices_agrees(data_dir, tmp_path):
