@@ -59,14 +59,6 @@ class Evaluator:
                            **({"domain": ids} if spec.domain_specific_bn else {}))
       return task.eval_sums(spec, model, variables, logits, batch, num_classes)
 
-    def features(params, batch_stats, batch, domain):
-      variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
-      ids = jnp.full(batch["mask"].shape[:1], domain, jnp.int32)
-      _, feats = model.apply(variables, *task.model_inputs(batch), train=False,
-                             return_features=True,
-                             **({"domain": ids} if spec.domain_specific_bn else {}))
-      return feats
-
     def outputs(params, batch_stats, batch, domain):
       """Logits, features, which rows (positions) are real and their labels,
       replicated: every process reads the whole batch's."""
@@ -85,7 +77,6 @@ class Evaluator:
       return out
 
     self._eval_step = jax.jit(eval_step, out_shardings=experiment.replicated)
-    self._features = jax.jit(features, out_shardings=experiment.replicated)
     self._outputs = jax.jit(outputs, out_shardings=experiment.replicated)
     self._skipped_validators = set()
 
@@ -134,12 +125,8 @@ class Evaluator:
     for batch in self._batches[part]:
       if count >= limit:
         break
-      features = np.asarray(self._features(params, batch_stats, batch, domain))
-      real_rows = np.asarray(jax.device_get(batch["mask"]))
-      if features.ndim == 3:  # per-token features [B, L, D]: keep real tokens
-        lengths = np.asarray(jax.device_get(batch["lengths"]))
-        real_rows = real_rows[:, None] & (np.arange(features.shape[1]) < lengths[:, None])
-      real = features[real_rows]
+      outputs = jax.device_get(self._outputs(params, batch_stats, batch, domain))
+      real = np.asarray(outputs["features"])[np.asarray(outputs["real"])]
       collected.append(real)
       count += len(real)
     return np.concatenate(collected)[:limit]
