@@ -11,6 +11,7 @@ import types
 import pytest
 
 from benchmarks import accuracy
+from tests import fake_runs
 
 TRANSFER = os.path.join(accuracy.REPO, "experiments", "transfer")
 DIGITS = os.path.join(accuracy.REPO, "experiments", "digits")
@@ -23,14 +24,8 @@ def runs(monkeypatch):
 
   def fake_subprocess_run(command, **kwargs):
     del kwargs
-    values = dict(arg[2:].split("=", 1) for arg in command[2:])
+    values = fake_runs.start(command)
     started.append((os.path.basename(values["flagfile"])[:-len(".flags")], values))
-    os.makedirs(values["workdir"])
-    # What a run writes: every flag it ran with, its flag file's included.
-    config = dict(accuracy.flag_values(values["flagfile"]), init_from=None, teacher=None)
-    config.update((k, v) for k, v in values.items() if k not in ("flagfile", "workdir"))
-    with open(os.path.join(values["workdir"], "config.json"), "w") as f:
-      json.dump(config, f)
     results = {"target_test_accuracy": 0.5 + 0.1 * int(values["seed"]),
                "target_test_macro_f1": 0.25}
     if values["flagfile"].endswith("mean_teacher.flags"):  # runs that keep an EMA

@@ -9,11 +9,11 @@ import json
 import os
 import types
 
-import numpy as np
 import pytest
 
 from benchmarks import accuracy
 from benchmarks import selection as select
+from tests import fake_runs
 
 DIGITS = os.path.join(accuracy.REPO, "experiments", "digits")
 
@@ -24,14 +24,9 @@ def runs(monkeypatch):
 
   def fake_subprocess_run(command, **kwargs):
     del kwargs
-    values = dict(arg[2:].split("=", 1) for arg in command[2:])
+    values = fake_runs.start(command)
     started.append(values)
     workdir = values["workdir"]
-    os.makedirs(workdir)
-    config = dict(accuracy.flag_values(values["flagfile"]), init_from=None, teacher=None)
-    config.update((k, v) for k, v in values.items() if k not in ("flagfile", "workdir"))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config, f)
     weight, seed = float(values["adapt_weight"]), int(values["seed"])
     events = []
     for step in (2, 4):

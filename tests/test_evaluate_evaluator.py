@@ -11,6 +11,7 @@ import pytest
 
 from xdomain import data
 from xdomain.config import Config
+from xdomain.config import ConfigError
 from xdomain.data import subsets
 from xdomain.train import Experiment
 from xdomain.train import train_and_evaluate
@@ -74,6 +75,5 @@ def test_the_source_val_split_is_fixed_stratified_and_refused_out_of_range(data_
   labels = data.load_domain("digits/uci", "train", data_dir=data_dir)["label"]
   _, held = subsets.source_val_split({"label": labels}, 0.1)
   assert set(np.unique(labels[held])) == set(range(10))
-  from xdomain.config import ConfigError
   with pytest.raises(ConfigError, match=r"--source_val_fraction=1.0 must be in \[0, 1\)"):
     Experiment(dataclasses.replace(_config(data_dir), source_val_fraction=1.0), str(tmp_path))

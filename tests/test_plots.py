@@ -7,8 +7,10 @@ import os
 import jax
 import pytest
 
+from xdomain import checkpoint
 from xdomain import plots
 from xdomain.config import Config
+from xdomain.config import ConfigError
 from xdomain.train import Experiment
 from xdomain.train import train_and_evaluate
 from xdomain.train.writer import read_metrics
@@ -32,7 +34,6 @@ def test_plots_compare_with_the_baseline_run_and_say_so(data_dir, tmp_path, monk
   # own final model on both panels, the two distances are equal.
   experiment = Experiment(adapted, str(tmp_path / "dann"), devices=one)
   baseline_state = Experiment(base, baseline, devices=one).prepare_state()
-  from xdomain import checkpoint
   variables = checkpoint.load_variables(baseline)
   baseline_state = baseline_state.replace(
       params=dict(baseline_state.params, model=variables["params"]),
@@ -42,6 +43,5 @@ def test_plots_compare_with_the_baseline_run_and_say_so(data_dir, tmp_path, monk
 
 
 def test_plots_baseline_needs_plots_and_a_run(data_dir, tmp_path):
-  from xdomain.config import ConfigError
   with pytest.raises(ConfigError, match="--plots_baseline"):
     Experiment(Config(plots_baseline=str(tmp_path), data_dir=data_dir), str(tmp_path))

@@ -16,7 +16,6 @@ import pytest
 
 from xdomain import checkpoint
 from xdomain import methods
-from xdomain import transfer
 from xdomain.config import Config
 from xdomain.methods import Outputs
 from xdomain.models import zoo

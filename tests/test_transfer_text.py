@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from xdomain import checkpoint
-from xdomain import transfer
 from xdomain.config import ConfigError
 from xdomain.train import Experiment
 from xdomain.train import loop

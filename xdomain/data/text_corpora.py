@@ -12,8 +12,6 @@ import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 # Fraction of each stratum that goes to the test split, and the split's seed.
 TEST_FRACTION = 0.3
 SPLIT_SEED = 0

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -683,27 +684,33 @@ class ValidatorInputs:
   source_train_where: np.ndarray | None = None
   seed: int = 0
 
+  @functools.cached_property
+  def weights(self) -> np.ndarray:
+    """`importance_weights` of the source_val rows, fitted once for both
+    `importance_weighted` and `dev`."""
+    return importance_weights(
+        self.source_val_features, self.target_features,
+        source_train_features=self.source_train_features,
+        source_val_where=self.source_val_where, target_where=self.target_where,
+        source_train_where=self.source_train_where, seed=self.seed)
 
-def _weighting_kwargs(inputs: ValidatorInputs) -> dict:
-  return dict(source_train_features=inputs.source_train_features,
-              source_val_where=inputs.source_val_where,
-              target_where=inputs.target_where,
-              source_train_where=inputs.source_train_where,
-              seed=inputs.seed)
+
+def _with_shared_weights(validator: Callable[..., float], name: str,
+                         inputs: ValidatorInputs) -> float:
+  """`validator` (IWV or DEV) with the weights fitted once per `inputs`."""
+  _source_val(name, inputs.source_val_logits, inputs.source_val_labels,
+              inputs.source_val_where)  # names the validator when source_val is missing
+  return validator(inputs.source_val_logits, inputs.source_val_labels,
+                   weights=inputs.weights, source_val_where=inputs.source_val_where)
 
 
 VALIDATORS: dict[str, Callable[[ValidatorInputs], float]] = {
     "source_accuracy": lambda inputs: source_accuracy(
         inputs.source_val_logits, inputs.source_val_labels,
         where=inputs.source_val_where),
-    "importance_weighted": lambda inputs: importance_weighted(
-        inputs.source_val_logits, inputs.source_val_labels,
-        inputs.source_val_features, inputs.target_features,
-        **_weighting_kwargs(inputs)),
-    "dev": lambda inputs: dev(
-        inputs.source_val_logits, inputs.source_val_labels,
-        inputs.source_val_features, inputs.target_features,
-        **_weighting_kwargs(inputs)),
+    "importance_weighted": lambda inputs: _with_shared_weights(
+        importance_weighted, "importance_weighted", inputs),
+    "dev": lambda inputs: _with_shared_weights(dev, "dev", inputs),
     "snd": lambda inputs: snd(inputs.target_logits, where=inputs.target_where),
     "entropy": lambda inputs: entropy(inputs.target_logits,
                                       where=inputs.target_where),

@@ -14,7 +14,6 @@ in FixMatch, the weak and strong views go through the model in one batch
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from xdomain import losses
 from xdomain.config import Config
