@@ -23,7 +23,11 @@ For every method and batch size (per domain) it reports:
   preprocessing and augmentation, host-to-device transfer), as in training;
 - `scan8 ex/s`: eight steps fused into one dispatch with `lax.scan`.
 Examples are source + target inputs through the model per second (source only:
-source inputs). The median of `--repeats` timed windows is reported.
+source inputs). Each rate comes from two run lengths, `--steps` and three times
+as many: (examples of the long run - of the short) / (time of the long - of the
+short), so that what a run costs once (dispatch, the final sync) cancels out,
+pooled over `--repeats` pairs. `--overrides=flag=value,...`
+sets Config fields of every row (e.g. `embed_size=128,max_length=40`).
 
 Text batches are cut by the loader to a few bucket lengths (16, 32, ...,
 max_length). `step` and `scan8` feed a real batch of the most common length
@@ -86,8 +90,12 @@ _LENGTH_GROUPING = flags.DEFINE_integer(
 _VARIANTS = flags.DEFINE_list("variants", ["default"],
                               "XLA settings to compare: " + ", ".join(VARIANTS) + ".",
                               flag_values=_FLAGS)
-_STEPS = flags.DEFINE_integer("steps", 20, "Steps per timed window.", flag_values=_FLAGS)
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed windows (median reported).",
+_OVERRIDES = flags.DEFINE_list(
+    "overrides", [], "Config fields set in every row: flag=value,... (after --flagfile's).",
+    flag_values=_FLAGS)
+_STEPS = flags.DEFINE_integer("steps", 16, "Steps of the short timed run (the long: 3x).",
+                              flag_values=_FLAGS)
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Pairs of timed runs (pooled).",
                                 flag_values=_FLAGS)
 _OUT = flags.DEFINE_string("out", None, "Markdown file to write the table to.",
                            flag_values=_FLAGS)
@@ -121,15 +129,21 @@ def experiment_config(flagfile: str) -> Config:
 
 
 def _rates(fn, steps: int, repeats: int) -> tuple[float, float]:
-  """(examples/s, tokens/s) of the median of `repeats` windows of `fn(steps)`,
-  which returns the examples and tokens it fed."""
-  windows = []
+  """(examples/s, tokens/s) from runs of `fn(steps)` and `fn(3 * steps)`, which
+  return the examples and tokens they fed: what the long runs fed beyond the
+  short ones over the time they took beyond them, pooled over `repeats` pairs."""
+  extra_seconds = extra_examples = extra_tokens = 0.0
   for _ in range(repeats):
-    started = time.perf_counter()
-    examples, tokens = fn(steps)
-    windows.append((time.perf_counter() - started, examples, tokens))
-  seconds, examples, tokens = sorted(windows)[len(windows) // 2]
-  return examples / seconds, tokens / seconds
+    for sign, n in ((-1, steps), (1, 3 * steps)):
+      started = time.perf_counter()
+      examples, tokens = fn(n)
+      extra_seconds += sign * (time.perf_counter() - started)
+      extra_examples += sign * examples
+      extra_tokens += sign * tokens
+  if extra_seconds <= 0:
+    raise RuntimeError(f"{3 * steps} steps took no longer than {steps}: the timing is noise;"
+                       " raise --steps or --repeats.")
+  return extra_examples / extra_seconds, extra_tokens / extra_seconds
 
 
 def measure(config: Config, *, steps: int, repeats: int, devices=None) -> dict:
@@ -245,11 +259,22 @@ def measure(config: Config, *, steps: int, repeats: int, devices=None) -> dict:
   return row
 
 
+def with_overrides(config: Config, overrides: list[str]) -> Config:
+  """`config` with `flag=value` items set, each value parsed as the field's type."""
+  values = dataclasses.asdict(config)
+  for item in overrides:
+    name, sep, value = item.partition("=")
+    if not sep or name not in values:
+      raise app.UsageError(f"--overrides: {item!r} is not flag=value for a Config flag.")
+    kind = type(values[name]) if values[name] is not None else str
+    values[name] = value.lower() in ("1", "true") if kind is bool else kind(value)
+  return Config.from_dict(values)
+
+
 def _child() -> None:
   experiment = experiment_config(_EXPERIMENT.value) if _EXPERIMENT.value else None
   if experiment and _LENGTH_GROUPING.value is not None:
     experiment = dataclasses.replace(experiment, length_grouping=_LENGTH_GROUPING.value)
-  rows = []
   for method in _METHODS.value:
     for batch_size in map(int, _BATCH_SIZES.value):
       if experiment:
@@ -257,8 +282,9 @@ def _child() -> None:
       else:
         config = image_config(method, batch_size, model=_MODEL.value,
                               image_size=_IMAGE_SIZE.value)
-      rows.append(measure(config, steps=_STEPS.value, repeats=_REPEATS.value))
-  print("RESULTS " + json.dumps(rows))
+      config = with_overrides(config, _OVERRIDES.value)
+      row = measure(config, steps=_STEPS.value, repeats=_REPEATS.value)
+      print("RESULTS " + json.dumps(row), flush=True)  # one line per row: kept if cut short
 
 
 def _header(config: Config | None, text: bool) -> list[str]:
@@ -275,7 +301,10 @@ def _header(config: Config | None, text: bool) -> list[str]:
 
   lines = [(f"{title} {os.cpu_count()} CPUs, jax {jax.__version__}, backend"
             f" {jax.default_backend()} ({jax.devices()[0].device_kind})."),
-           "Made by `python benchmarks/throughput.py " + " ".join(sys.argv[1:]) + "`.", ""]
+           "Made by `python benchmarks/throughput.py " + " ".join(sys.argv[1:]) + "`"
+           + (f" (config overrides: {', '.join(_OVERRIDES.value)})." if _OVERRIDES.value else "."),
+           "Rates: (long runs - short runs) / their time difference, pooled over"
+           f" {_REPEATS.value} pairs of {_STEPS.value} and {3 * _STEPS.value} steps.", ""]
   if not text:
     return lines + [
         "| variant | method | batch/domain | compile s | step ex/s | loop ex/s | scan8 ex/s |",
@@ -321,11 +350,11 @@ def main(argv):
     command = [sys.executable, os.path.abspath(__file__), f"--child={variant}"] + [
         a for a in sys.argv[1:] if not a.startswith("--out")]
     finished = subprocess.run(command, env=env, capture_output=True, text=True)
-    line = next((l for l in finished.stdout.splitlines() if l.startswith("RESULTS ")), None)
-    if finished.returncode or line is None:
+    rows = [json.loads(l[len("RESULTS "):]) for l in finished.stdout.splitlines()
+            if l.startswith("RESULTS ")]
+    if finished.returncode:
       lines.append(f"| {variant} | failed: {finished.stderr.strip().splitlines()[-1:]} |")
-      continue
-    for row in json.loads(line[len("RESULTS "):]):
+    for row in rows:
       cells = [variant, row["method"], row["batch_size"], f"{row['compile_seconds']:.1f}"]
       if text:
         cells.append(row["length"])

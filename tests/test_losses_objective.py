@@ -110,7 +110,9 @@ def test_import_works_with_only_jax_optax_and_numpy_installed(tmp_path):
       "print(' '.join(sorted({m.split('.')[0] for m in sys.modules}\n"
       "                      - set(sys.stdlib_module_names))))\n")
   root = pathlib.Path(__file__).resolve().parents[1]
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
+  # The CPU backend: a GPU plugin (jax[cuda]) is no requirement of jax, so not linked here.
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
   result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
                           env=env, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-3000:]

@@ -3,7 +3,6 @@
 import jax
 import numpy as np
 import pytest
-from jax.test_util import check_grads
 
 from xdomain import losses
 
@@ -24,10 +23,20 @@ def test_matches_numpy(k):
                              np_bsp(fs, ft, k), rtol=1e-5)
 
 
-def test_gradients():
+def np_bsp_gradient(f, k):
+  """d sum_{i<k} sigma_i^2 / dF = sum_{i<k} 2 sigma_i u_i v_i^T, in float64."""
+  u, s, vt = np.linalg.svd(f.astype(np.float64), full_matrices=False)
+  return 2 * (u[:, :k] * s[:k]) @ vt[:k]
+
+
+def test_gradients_match_the_analytic_gradient():
+  # Against the closed form rather than finite differences: float32 finite
+  # differences of an SVD miss by 2% on a GPU (cuSOLVER), beyond any fair tolerance.
   fs, ft = features(2, 6, 4), features(3, 5, 4)
-  check_grads(jax.jit(lambda a, b: losses.batch_spectral_penalty(a, b, k=2)), (fs, ft), order=1,
-              modes=("rev",), atol=1e-2, rtol=1e-2)
+  gs, gt = jax.jit(jax.grad(lambda a, b: losses.batch_spectral_penalty(a, b, k=2),
+                            argnums=(0, 1)))(fs, ft)
+  np.testing.assert_allclose(gs, np_bsp_gradient(fs, 2), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(gt, np_bsp_gradient(ft, 2), rtol=1e-4, atol=1e-5)
 
 
 def test_mask_equals_subset_and_blocks_nan():
