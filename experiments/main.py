@@ -11,7 +11,9 @@ Exit status: 0 done, 2 bad input (flags, workdir, checkpoints; one line
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import logging as std_logging
+import os
 import sys
 
 from absl import app
@@ -30,6 +32,27 @@ for _field in dataclasses.fields(Config):
   _DEFINE[_TYPES[_field.type]](_field.name, _field.default, _field.metadata["help"])
 flags.DEFINE_string("workdir", None, "Directory of checkpoints, metrics and results.")
 flags.mark_flag_as_required("workdir")
+flags.DEFINE_bool(
+    "cpu_xla_defaults", True,
+    "Add the runner's XLA:CPU settings (CPU_XLA_FLAGS: YNNPACK fusion off) to XLA_FLAGS,"
+    " except those XLA_FLAGS sets itself; false leaves XLA_FLAGS as it is.")
+
+# XLA:CPU settings the runner adds by default: with YNNPACK's fusions off the
+# seed CNN's DANN step ran 1.26x (batch 64) and 1.52x (256) faster on a 2-core
+# CPU (benchmarks/results/throughput_cpu.md); the test suite checks that a step
+# gives the same numbers either way. GPUs and TPUs ignore them.
+CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
+# XLA aborts on a flag it does not know; jaxlib 0.10 to 0.12 know these.
+_FIRST_JAXLIB_WITH_CPU_XLA_FLAGS = (0, 10)
+
+
+def with_cpu_xla_defaults(xla_flags: str, jaxlib_version: str) -> str:
+  """`xla_flags` plus each of CPU_XLA_FLAGS that it does not set itself."""
+  release = tuple(int(part) for part in jaxlib_version.split(".")[:2])
+  if release < _FIRST_JAXLIB_WITH_CPU_XLA_FLAGS:
+    return xla_flags
+  missing = [flag for flag in CPU_XLA_FLAGS if flag.split("=")[0] + "=" not in xla_flags]
+  return " ".join([xla_flags, *missing]).strip()
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -61,6 +84,9 @@ def main(argv):
           file=sys.stderr)
     return 2
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  if flags.FLAGS.cpu_xla_defaults:  # before JAX starts, which reads XLA_FLAGS once
+    os.environ["XLA_FLAGS"] = with_cpu_xla_defaults(
+        os.environ.get("XLA_FLAGS", ""), importlib.metadata.version("jaxlib"))
   # Imported after flag parsing so that `--help` stays fast.
   from xdomain import checkpoint
   from xdomain import train

@@ -51,11 +51,17 @@ def upstreams(path: str) -> dict[str, str]:
           for flag, upstream in accuracy.upstreams(os.path.join(REPO, path)).items()}
 
 
-def config_from_flagfile(path: str, **overrides) -> Config:
-  """The Config that `main.py --flagfile=path --k=v ...` would build."""
+def main_module():
+  """experiments/main.py as a module (loaded once)."""
   global _MAIN
   if _MAIN is None:
     _MAIN = _main_module()
+  return _MAIN
+
+
+def config_from_flagfile(path: str, **overrides) -> Config:
+  """The Config that `main.py --flagfile=path --k=v ...` would build."""
+  main_module()
   argv = ["main.py", f"--flagfile={os.path.join(REPO, path)}", "--workdir=unused"]
   argv += [f"--{k}={v}" for k, v in overrides.items()]
   _MAIN.flags.FLAGS.unparse_flags()
