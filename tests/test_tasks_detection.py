@@ -88,8 +88,6 @@ def test_bad_flags_say_what_fits(tmp_path):
   with pytest.raises(ConfigError, match="detection_mean_teacher is for detection"):
     validate_config(Config(source="digits/mnist", target="digits/mnist_m",
                            method="detection_mean_teacher"))
-  with pytest.raises(ConfigError, match="--plots"):
-    validate_config(dataclasses.replace(base, plots=True))
 
 
 TINY = dict(flagfiles.SMOKE_OVERRIDES, steps=1, checkpoint_every=1, eval_every=1,
@@ -98,7 +96,7 @@ TINY = dict(flagfiles.SMOKE_OVERRIDES, steps=1, checkpoint_every=1, eval_every=1
 
 @pytest.mark.parametrize("flagfile", flagfiles.flag_files("detection"))
 def test_detection_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
-  config = flagfiles.config_from_flagfile(flagfile, **TINY, data_dir=data_dir)
+  config = flagfiles.config_from_flagfile(flagfile, **TINY, plots=True, data_dir=data_dir)
   validate_config(config)
   workdir = str(tmp_path / "run")
   results = train_and_evaluate(config, workdir, devices=flagfiles.smoke_devices())
@@ -113,6 +111,8 @@ def test_detection_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
       assert resumed[name] == value, name
   events = read_metrics(workdir)
   assert [e["step"] for e in events if "total" in e] == [1]
+  for name in ("learning_curves.png", "detections.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 10_000, name
   if config.method == "dann":
     assert all("domain_adversarial" in e for e in events if "total" in e)
   if config.method == "detection_mean_teacher":

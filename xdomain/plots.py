@@ -1,4 +1,4 @@
-"""`--plots`: learning curves, t-SNE of the features, proxy A-distance.
+"""`--plots`: learning curves, t-SNE of the features, proxy A-distance; detections.
 
 Written at the end of a run into the workdir:
 - `learning_curves.png`: the loss terms; the gradient norm, learning rates and
@@ -11,6 +11,9 @@ Written at the end of a run into the workdir:
   adaptation did); without it, the randomly initialised model, and the title
   says so. `results.json` reports both proxy A-distances,
   `proxy_a_distance_<baseline|initial>` and `proxy_a_distance_after`.
+- detection runs, instead of `tsne.png`: `detections.png`, the first
+  `DETECTION_IMAGES` target test images with their true boxes and the trained
+  model's detections of score `DETECTION_SCORE` or more.
 """
 
 from __future__ import annotations
@@ -29,17 +32,22 @@ from xdomain import checkpoint  # noqa: E402
 from xdomain import evaluate  # noqa: E402
 
 FEATURES_PER_DOMAIN = 500
+DETECTION_IMAGES = 8
+DETECTION_SCORE = 0.3
+DETECTIONS_PER_IMAGE = 10  # the best ones: more hide the image
 # Logged per step but not loss terms: they get a panel of their own.
 _NOT_LOSSES = ("step", "examples_per_sec", "source_train_accuracy", "grad_norm",
                "compile_seconds")
 _SCHEDULE_PREFIXES = ("weight/", "learning_rate", "schedule/")
 
 
-def learning_curves(events: list[dict[str, Any]], workdir: str) -> str:
-  """Plots a run's events (metrics.jsonl): losses, schedules, test accuracies,
-  validators; returns the path of the figure."""
+def learning_curves(events: list[dict[str, Any]], workdir: str, headline: str = "accuracy"
+                    ) -> str:
+  """Plots a run's events (metrics.jsonl): losses, schedules, the test metric
+  `headline` (the task's: accuracy, ap50), validators; returns the figure's path."""
+  target_metric = f"target_test_{headline}"
   train = [e for e in events if "total" in e]
-  evals = [e for e in events if "target_test_accuracy" in e]
+  evals = [e for e in events if target_metric in e]
   names = list(train[0]) if train else []
   losses = [k for k in names if k not in _NOT_LOSSES and not k.startswith(_SCHEDULE_PREFIXES)
             and not k.endswith("_kept")]
@@ -53,17 +61,17 @@ def learning_curves(events: list[dict[str, Any]], workdir: str) -> str:
     axes[1].plot(steps, [e[name] for e in train], label=name)
   axes[1].set(xlabel="step", yscale="log", title="gradient norm, learning rates, weights")
   eval_steps = [e["step"] for e in evals]
-  for name in ("source_test_accuracy", "target_test_accuracy"):
+  for name in (f"source_test_{headline}", target_metric):
     axes[2].plot(eval_steps, [e[name] for e in evals], marker="o", label=name)
-  axes[2].set(xlabel="step", ylabel="accuracy", ylim=(0, 1), title="test accuracy")
+  axes[2].set(xlabel="step", ylabel=headline, ylim=(0, 1), title=f"test {headline}")
   validators = sorted({k for e in evals for k in e if k.startswith("validator/")})
   for name in validators:
     values = np.array([e.get(name, np.nan) for e in evals], np.float64)
     spread = np.nanmax(values) - np.nanmin(values)
     rescaled = (values - np.nanmin(values)) / spread if spread > 0 else np.zeros_like(values)
     axes[3].plot(eval_steps, rescaled, marker=".", label=name[len("validator/"):])
-  axes[3].plot(eval_steps, [e["target_test_accuracy"] for e in evals], "k--", marker="o",
-               label="target test accuracy (not seen by the validators)")
+  axes[3].plot(eval_steps, [e[target_metric] for e in evals], "k--", marker="o",
+               label=f"target test {headline} (not seen by the validators)")
   axes[3].set(xlabel="step", ylim=(-0.05, 1.05),
               title="validators, rescaled to [0, 1] (higher is better)")
   for axis in axes:
@@ -80,8 +88,15 @@ def write_plots(experiment, state, events: list[dict[str, Any]]) -> dict[str, An
   """Writes the plots of a finished run (an `xdomain.train.Experiment`, its
   final state and its metrics.jsonl events); returns the proxy A-distances."""
   config = experiment.config
-  learning_curves(events, experiment.workdir)
+  learning_curves(events, experiment.workdir, experiment.task.headline)
   evaluator = experiment.evaluator
+  if experiment.task.name == "detection":
+    draw_detections(evaluator.detections("target", state.params["model"], state.batch_stats,
+                                         limit=DETECTION_IMAGES),
+                    experiment.source_info.label_names,
+                    os.path.join(experiment.workdir, "detections.png"),
+                    title=f"{config.method} on {config.target} (test)")
+    return {}
   if config.plots_baseline:
     variables = checkpoint.load_variables(config.plots_baseline)
     reference = ("baseline", f"baseline {os.path.basename(config.plots_baseline.rstrip('/'))}",
@@ -111,3 +126,48 @@ def write_plots(experiment, state, events: list[dict[str, Any]]) -> dict[str, An
   figure.savefig(os.path.join(experiment.workdir, "tsne.png"), dpi=100)
   plt.close(figure)
   return distances
+
+
+def draw_detections(images: list[dict[str, np.ndarray]], label_names, path: str, *,
+                    title: str) -> str:
+  """Draws images with their true boxes (green) and their best detections (red,
+  dashed, `class score`; at most DETECTIONS_PER_IMAGE of score >= DETECTION_SCORE),
+  four to a row; returns `path`.
+
+  Args:
+    images: per image `image` [H, W, C] (any range: shown min-max scaled),
+      `true_boxes` [n, 4] and `true_classes` [n], `boxes` [m, 4], `scores` [m]
+      (best first) and `classes` [m]; boxes `[ymin, xmin, ymax, xmax]` in pixels.
+    label_names: class names by id.
+    path: the PNG to write.
+    title: the figure's title.
+  """
+  columns = min(4, len(images))
+  rows = -(-len(images) // columns)
+  figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows + 0.5),
+                              squeeze=False)
+  for axis in axes.ravel()[len(images):]:
+    axis.axis("off")
+  for axis, item in zip(axes.ravel(), images):
+    image = np.asarray(item["image"], np.float64)
+    image = (image - image.min()) / max(image.max() - image.min(), 1e-12)
+    axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
+    drawn = [(item["true_boxes"], item["true_classes"], None, "lime", "-")]
+    keep = np.flatnonzero(item["scores"] >= DETECTION_SCORE)[:DETECTIONS_PER_IMAGE]
+    drawn.append((item["boxes"][keep], item["classes"][keep], item["scores"][keep], "red", "--"))
+    for boxes, classes, scores, colour, style in drawn:
+      for k, (ymin, xmin, ymax, xmax) in enumerate(boxes):
+        axis.add_patch(plt.Rectangle((xmin - 0.5, ymin - 0.5), xmax - xmin, ymax - ymin,
+                                     fill=False, edgecolor=colour, linestyle=style))
+        label = str(label_names[int(classes[k])])
+        if scores is not None:
+          axis.text(xmin, ymax, f"{label} {scores[k]:.2f}", color=colour, fontsize=7,
+                    va="top")
+        else:
+          axis.text(xmin, ymin, label, color=colour, fontsize=7, va="bottom")
+    axis.set(xticks=[], yticks=[])
+  figure.suptitle(f"{title}: true boxes (green), detections >= {DETECTION_SCORE} (red)")
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+  return path

@@ -21,6 +21,7 @@ from absl import logging
 
 from xdomain import data
 from xdomain.data import subsets
+from xdomain.evaluate import detection
 from xdomain.evaluate import validators as validators_lib
 
 # The ids of the two domains in the models' domain-specific batch norm.
@@ -78,6 +79,7 @@ class Evaluator:
 
     self._eval_step = jax.jit(eval_step, out_shardings=experiment.replicated)
     self._outputs = jax.jit(outputs, out_shardings=experiment.replicated)
+    self._replicate = jax.jit(lambda tree: tree, out_shardings=experiment.replicated)
     self._skipped_validators = set()
 
   def evaluate(self, state) -> dict[str, Any]:
@@ -130,6 +132,28 @@ class Evaluator:
       collected.append(real)
       count += len(real)
     return np.concatenate(collected)[:limit]
+
+  def detections(self, part: str, params, batch_stats, *, limit: int
+                 ) -> list[dict[str, np.ndarray]]:
+    """Detection runs: the first `limit` real images of a test split, each with
+    `image` (as the model saw it), `true_boxes`, `true_classes` and the model's
+    `boxes`, `scores` and `classes` after NMS (`evaluate.detection.detect`)."""
+    images = []
+    domain = jnp.int32(DOMAIN_IDS[part])
+    for batch in self._batches[part]:
+      if len(images) >= limit:
+        break
+      sums, pixels = jax.device_get((self._eval_step(params, batch_stats, batch, domain),
+                                     self._replicate(batch)["image"]))
+      for k in np.flatnonzero(sums["valid"])[:limit - len(images)]:
+        objects = sums["objects"][k]
+        real = objects[:, 4] >= 0
+        boxes, scores, classes = detection.detect(sums["scores"][k], sums["boxes"][k],
+                                                  score_threshold=0.0)
+        images.append({"image": pixels[k], "true_boxes": objects[real, :4],
+                       "true_classes": objects[real, 4].astype(np.int64),
+                       "boxes": boxes, "scores": scores, "classes": classes})
+    return images
 
   @functools.cached_property
   def _validation_batches(self) -> dict[str, list]:

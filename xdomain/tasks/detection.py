@@ -56,8 +56,6 @@ class Detection(base.Task):
                           " without their boxes; leave it off for detection.")
     if config.resolution:
       raise ConfigError("--resolution is for classification; leave it 0 for detection.")
-    if config.plots:
-      raise ConfigError("--plots does not draw detections yet (issue 16); leave it off.")
     if config.method not in METHODS:
       raise ConfigError(
           f"--method={config.method} does not do detection yet; choose one of"
