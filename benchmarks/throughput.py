@@ -344,17 +344,29 @@ def main(argv):
     config = experiment_config(_EXPERIMENT.value)
     text = data.domain_info(config.source).modality == "text"
   lines = _header(config, text)
+  print("\n".join(lines), flush=True)
   for variant in _VARIANTS.value:
-    xla_flags = f"{os.environ.get('XLA_FLAGS', '')} {VARIANTS[variant]}".strip()
-    env = dict(os.environ, XLA_FLAGS=xla_flags) if xla_flags else dict(os.environ)
-    command = [sys.executable, os.path.abspath(__file__), f"--child={variant}"] + [
-        a for a in sys.argv[1:] if not a.startswith("--out")]
-    finished = subprocess.run(command, env=env, capture_output=True, text=True)
-    rows = [json.loads(l[len("RESULTS "):]) for l in finished.stdout.splitlines()
-            if l.startswith("RESULTS ")]
-    if finished.returncode:
-      lines.append(f"| {variant} | failed: {finished.stderr.strip().splitlines()[-1:]} |")
-    for row in rows:
+    for line in _variant_rows(variant, text):
+      lines.append(line)
+      print(line, flush=True)  # as each row is measured: a run cut short keeps them
+  if _OUT.value:
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    with open(_OUT.value, "w") as f:
+      f.write("\n".join(lines) + "\n")
+
+
+def _variant_rows(variant: str, text: bool):
+  """Runs one XLA variant in a child process; yields its table rows as they come."""
+  xla_flags = f"{os.environ.get('XLA_FLAGS', '')} {VARIANTS[variant]}".strip()
+  env = dict(os.environ, XLA_FLAGS=xla_flags) if xla_flags else dict(os.environ)
+  command = [sys.executable, os.path.abspath(__file__), f"--child={variant}"] + [
+      a for a in sys.argv[1:] if not a.startswith("--out")]
+  with tempfile.TemporaryFile("w+") as stderr, subprocess.Popen(
+      command, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True) as child:
+    for line in child.stdout:
+      if not line.startswith("RESULTS "):
+        continue
+      row = json.loads(line[len("RESULTS "):])
       cells = [variant, row["method"], row["batch_size"], f"{row['compile_seconds']:.1f}"]
       if text:
         cells.append(row["length"])
@@ -362,14 +374,10 @@ def main(argv):
       if text:
         cells += [f"{row[f'{name}_tokens_per_sec']:,.0f}" for name in ("step", "loop", "scan8")]
         cells.append(" ".join(f"{k}:{v}" for k, v in row["loop_lengths"].items()))
-      lines.append("| " + " | ".join(map(str, cells)) + " |")
-    print(lines[-1], flush=True)
-  table = "\n".join(lines) + "\n"
-  print(table)
-  if _OUT.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    with open(_OUT.value, "w") as f:
-      f.write(table)
+      yield "| " + " | ".join(map(str, cells)) + " |"
+    if child.wait():
+      stderr.seek(0)
+      yield f"| {variant} | failed: {stderr.read().strip().splitlines()[-1:]} |"
 
 
 if __name__ == "__main__":
