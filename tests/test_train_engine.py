@@ -44,7 +44,8 @@ def assert_trees_close(a, b, **tolerance):
     np.testing.assert_allclose(flat_a[path], flat_b[path], err_msg=path, **tolerance)
 
 
-@pytest.mark.parametrize("flagfile", flagfiles.flag_files("digits"))
+@pytest.mark.parametrize("flagfile",
+                         flagfiles.flag_files("digits") + flagfiles.flag_files("mnist_m"))
 def test_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
   config = flagfiles.config_from_flagfile(flagfile, **flagfiles.SMOKE_OVERRIDES,
                                           data_dir=data_dir)
