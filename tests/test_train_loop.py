@@ -263,7 +263,9 @@ def test_main_reports_bad_input_in_one_line_with_exit_status_2(case, data_dir, t
 
 def _start(workdir, log, common):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  return subprocess.Popen([sys.executable, MAIN, f"--workdir={workdir}", *common],
+  # XLA's own settings, as in this process, whose unbroken run the result must equal bit for bit.
+  return subprocess.Popen([sys.executable, MAIN, f"--workdir={workdir}", "--cpu_xla_defaults=false",
+                           *common],
                           stdout=log, stderr=subprocess.STDOUT, env=env,
                           cwd=flagfiles.REPO)
 
