@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,20 @@ def detect(scores: np.ndarray, boxes: np.ndarray, *, score_threshold: float = SC
   kept = nms(candidates + (classes * shift)[:, None], values, iou_threshold=iou_threshold)
   kept = kept[:max_detections]  # nms returns them best first
   return candidates[kept], values[kept], classes[kept]
+
+
+def per_image(outputs: Mapping[str, np.ndarray]
+              ) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray],
+                                  tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+  """Each real image of one batch of the detection task's evaluation outputs
+  (`scores`, `boxes`, `objects`, `valid`): its index in the batch, its truth
+  (boxes [n, 4], classes [n]) and its detections (`detect`'s boxes, scores, classes)."""
+  for k in np.flatnonzero(outputs["valid"]):
+    objects = np.asarray(outputs["objects"][k])
+    real = objects[:, 4] >= 0
+    # The model's decoding applied the candidate threshold already: keep every score > 0.
+    yield k, (objects[real, :4], objects[real, 4].astype(np.int64)), detect(
+        np.asarray(outputs["scores"][k]), np.asarray(outputs["boxes"][k]), score_threshold=0.0)
 
 
 def coco_metrics(truth: Sequence[tuple[np.ndarray, np.ndarray]],

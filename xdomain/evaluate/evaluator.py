@@ -12,6 +12,7 @@ the batches (exact accuracies from sums and counts); a task that needs more
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any
 
 import jax
@@ -145,14 +146,11 @@ class Evaluator:
         break
       sums, pixels = jax.device_get((self._eval_step(params, batch_stats, batch, domain),
                                      self._replicate(batch)["image"]))
-      for k in np.flatnonzero(sums["valid"])[:limit - len(images)]:
-        objects = sums["objects"][k]
-        real = objects[:, 4] >= 0
-        boxes, scores, classes = detection.detect(sums["scores"][k], sums["boxes"][k],
-                                                  score_threshold=0.0)
-        images.append({"image": pixels[k], "true_boxes": objects[real, :4],
-                       "true_classes": objects[real, 4].astype(np.int64),
-                       "boxes": boxes, "scores": scores, "classes": classes})
+      found = itertools.islice(detection.per_image(sums), limit - len(images))
+      for k, (true_boxes, true_classes), (boxes, scores, classes) in found:
+        images.append({"image": pixels[k], "true_boxes": true_boxes,
+                       "true_classes": true_classes, "boxes": boxes, "scores": scores,
+                       "classes": classes})
     return images
 
   @functools.cached_property

@@ -121,13 +121,7 @@ class Detection(base.Task):
     truth, detections, side = [], [], None
     for batch in outputs:
       side = fcos.image_size_of(batch["scores"].shape[1])
-      for scores, boxes, objects, valid in zip(batch["scores"], batch["boxes"],
-                                               batch["objects"], batch["valid"]):
-        if not valid:
-          continue
-        real = objects[:, 4] >= 0
-        truth.append((objects[real, :4], objects[real, 4].astype(np.int64)))
-        # `decode` applied the candidate threshold already: keep every score > 0.
-        detections.append(detection_eval.detect(np.asarray(scores), np.asarray(boxes),
-                                                score_threshold=0.0))
+      for _, true, found in detection_eval.per_image(batch):
+        truth.append(true)
+        detections.append(found)
     return detection_eval.coco_metrics(truth, detections, label_names, (side, side))
