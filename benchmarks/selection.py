@@ -11,10 +11,13 @@ grid value on the selection seed (a seed no table reports), holding out
 `--evaluations` times. Every (grid value, evaluation step) is a candidate; each
 validator (`xdomain.evaluate.validators`, in `metrics.jsonl`) picks the
 candidate it scores highest, and the oracle picks the best target test accuracy
-(shown, marked as unattainable: it reads target labels). Each pick is then run
-on the fresh `--seeds` with the same flags, and its row reports the target
-accuracy at the picked evaluation step, mean +- std, to set beside
-`source_only`'s row of `benchmarks/accuracy.py` on the same seeds. Runs go to
+(shown, marked as unattainable: it reads target labels). Every pick's row shows
+its target accuracy on the selection seed; the picks of the `--rerun`
+validators (all by default) are then run on the fresh `--seeds` with the same
+flags, and their rows add the target accuracy at the picked evaluation step,
+mean +- std, to set beside `source_only`'s row of `benchmarks/accuracy.py` on
+the same seeds. The table is rewritten after each method and pair, so that a
+sweep cut short keeps what it finished. Runs go to
 `<root>/select/<task>/<pair>/<grid flag>=<value>/<method>/seed<k>` and finished
 ones are reused, as in `benchmarks/accuracy.py`.
 """
@@ -59,6 +62,9 @@ _EVALUATIONS = flags.DEFINE_integer(
 _SOURCE_VAL = flags.DEFINE_float(
     "source_val_fraction", 0.1, "Held-out share of the source's training split.",
     flag_values=_FLAGS)
+_RERUN = flags.DEFINE_list(
+    "rerun", ["all"], "Validators (or 'oracle') whose picks run on the fresh --seeds; 'all',"
+    " or empty to compare the picks on the selection seed only.", flag_values=_FLAGS)
 _OVERRIDES = flags.DEFINE_multi_string(
     "override", [], "Extra flag for every run, e.g. --override=steps=500 (repeatable).",
     flag_values=_FLAGS)
@@ -79,6 +85,18 @@ def parse_grid(text: str) -> tuple[str, list[str]]:
   if not (eq and flag and values):
     raise ValueError(f"--grid={text!r} must be 'flag=value1,value2,...'")
   return flag, values
+
+
+def parse_rerun(names: Sequence[str]) -> tuple[str, ...]:
+  """--rerun's names -> validator names (and ORACLE), in table order."""
+  if list(names) == ["all"]:
+    return (*VALIDATORS, ORACLE)
+  known = {**{v: v for v in VALIDATORS}, "oracle": ORACLE}
+  unknown = [n for n in names if n not in known]
+  if unknown:
+    raise ValueError(f"--rerun={','.join(names)}: unknown {', '.join(unknown)}; choose from"
+                     f" all, {', '.join(known)}")
+  return tuple(known[n] for n in names)
 
 
 def candidates(workdir: str) -> list[dict]:
@@ -116,12 +134,14 @@ def accuracy_at(workdir: str, step: int) -> float:
 
 def select(flagfile: str, pair: str, *, grid_flag: str, grid_values: Sequence[str],
            selection_seed: int, seeds: Sequence[str], common: Mapping[str, str],
-           task_dir: str, task_root: str) -> dict:
-  """Grid on the selection seed, the picks, and the picks on fresh seeds.
+           task_dir: str, task_root: str,
+           rerun: Sequence[str] = (*VALIDATORS, ORACLE)) -> dict:
+  """Grid on the selection seed, the picks, and the `rerun` picks on fresh seeds.
 
   Returns:
-    `{'picks': {validator: [value, step]}, 'rows': {validator: [accuracy per
-    seed]}, 'candidates': {value: [...]}}`.
+    `{'picks': {validator: [value, step]}, 'picked': {validator: accuracy on the
+    selection seed}, 'rows': {validator in rerun: [accuracy per seed]},
+    'candidates': {value: [...]}}`.
   """
   source, target = accuracy.split_pair(pair)
   pair_root = os.path.join(task_root, pair.replace("/", "_"))
@@ -137,9 +157,12 @@ def select(flagfile: str, pair: str, *, grid_flag: str, grid_values: Sequence[st
 
   grid = {value: candidates(run(value, str(selection_seed))) for value in grid_values}
   picks = pick(grid)
+  picked = {name: next(c["target"] for c in grid[value] if c["step"] == step)
+            for name, (value, step) in picks.items()}
   rows = {name: [accuracy_at(run(value, seed), step) for seed in seeds]
-          for name, (value, step) in picks.items()}
-  return {"picks": {k: list(v) for k, v in picks.items()}, "rows": rows, "candidates": grid}
+          for name, (value, step) in picks.items() if name in rerun}
+  return {"picks": {k: list(v) for k, v in picks.items()}, "picked": picked, "rows": rows,
+          "candidates": grid}
 
 
 def markdown(selections: Mapping[str, Mapping[str, dict]], *, grid_flag: str,
@@ -147,8 +170,10 @@ def markdown(selections: Mapping[str, Mapping[str, dict]], *, grid_flag: str,
   """One table: a row per method and pick, a column per pair."""
   pairs = sorted({p for by_pair in selections.values() for p in by_pair})
   lines = [f"Target test accuracy (%), mean +- std over fresh seeds {','.join(seeds)}, of the"
-           f" --{grid_flag} and evaluation step each validator picked on the selection seed"
-           " (in brackets). The oracle reads target labels: unattainable in practice.",
+           f" --{grid_flag} and evaluation step each validator picked on the selection seed;"
+           " in brackets the pick and its accuracy on the selection seed (a pick without"
+           " fresh seeds was not rerun). The oracle reads target labels: unattainable in"
+           " practice.",
            f"Made by `{command}` ({minutes:.0f} min).", "",
            "| method | picked by | " + " | ".join(" -> ".join(accuracy.split_pair(p))
                                                  for p in pairs) + " |",
@@ -158,12 +183,15 @@ def markdown(selections: Mapping[str, Mapping[str, dict]], *, grid_flag: str,
       cells = []
       for pair in pairs:
         selection = by_pair.get(pair, {})
-        if name not in selection.get("rows", {}):
+        if name not in selection.get("picks", {}):
           cells.append("")
           continue
-        values = 100 * np.asarray(selection["rows"][name])
         value, step = selection["picks"][name]
-        cells.append(f"{values.mean():.1f} +- {values.std():.1f} ({value}, {step})")
+        brackets = f"({value}, {step}: {100 * selection['picked'][name]:.1f})"
+        if name in selection["rows"]:
+          values = 100 * np.asarray(selection["rows"][name])
+          brackets = f"{values.mean():.1f} +- {values.std():.1f} {brackets}"
+        cells.append(brackets)
       lines.append(f"| {method} | {name} | " + " | ".join(cells) + " |")
   return lines
 
@@ -176,6 +204,7 @@ def main(argv):
     for pair in _PAIRS.value:
       accuracy.split_pair(pair)
     common = accuracy.parse_overrides(_OVERRIDES.value)
+    rerun = parse_rerun(_RERUN.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   files = {method: os.path.join(task_dir, f"{method}.flags") for method in _METHODS.value}
@@ -185,6 +214,10 @@ def main(argv):
   steps = int(common.get("steps") or accuracy.flag_values(next(iter(files.values())))["steps"])
   common = dict(common, source_val_fraction=str(_SOURCE_VAL.value),
                 eval_every=str(max(steps // _EVALUATIONS.value, 1)))
+  out = _OUT.value or os.path.join(accuracy.REPO, "benchmarks", "results",
+                                   f"selection_{_TASK.value}.md")
+  os.makedirs(os.path.dirname(out), exist_ok=True)
+  command = "python -m benchmarks.selection " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   started = time.time()
   selections = {}
   for method, flagfile in files.items():
@@ -193,17 +226,14 @@ def main(argv):
       selections.setdefault(method, {})[pair] = select(
           flagfile, pair, grid_flag=grid_flag, grid_values=grid_values,
           selection_seed=_SELECTION_SEED.value, seeds=_SEEDS.value, common=common,
-          task_dir=task_dir, task_root=os.path.join(_ROOT.value, "select", _TASK.value))
-  out = _OUT.value or os.path.join(accuracy.REPO, "benchmarks", "results",
-                                   f"selection_{_TASK.value}.md")
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  command = "python -m benchmarks.selection " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-  lines = markdown(selections, grid_flag=grid_flag, seeds=_SEEDS.value, command=command,
-                   minutes=(time.time() - started) / 60)
-  with open(out, "w") as f:
-    f.write("\n".join(lines) + "\n")
-  with open(out[:-3] + ".json", "w") as f:
-    json.dump(selections, f, indent=1)
+          task_dir=task_dir, task_root=os.path.join(_ROOT.value, "select", _TASK.value),
+          rerun=rerun)
+      lines = markdown(selections, grid_flag=grid_flag, seeds=_SEEDS.value, command=command,
+                       minutes=(time.time() - started) / 60)
+      with open(out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+      with open(out[:-3] + ".json", "w") as f:
+        json.dump(selections, f, indent=1)
   print("\n".join(lines))
 
 

@@ -64,10 +64,26 @@ def test_each_validator_picks_its_best_candidate_and_the_pick_runs_on_fresh_seed
   lines = select.markdown({"dann": {"digits/mnist:digits/uci": selection}},
                           grid_flag="adapt_weight", seeds=["0", "1"], command="c", minutes=1)
   rows = {line.split(" | ")[1]: line for line in lines if line.startswith("| dann |")}
-  assert rows["entropy"].endswith("(1, 4) |") and rows["snd"].endswith("(0.1, 2) |")
-  assert rows[select.ORACLE].endswith("+- 0.1 (0.3, 4) |")
+  assert rows["entropy"].endswith("(1, 4: -6.0) |") and rows["snd"].endswith("(0.1, 2: 42.0) |")
+  assert rows[select.ORACLE].endswith("+- 0.1 (0.3, 4: 64.0) |")
   assert rows["dev"] == "| dann | dev |  |"  # no run had it
 
+
+def test_only_the_rerun_validators_picks_run_on_fresh_seeds(runs, tmp_path):
+  selection = select.select(
+      os.path.join(DIGITS, "dann.flags"), "digits/mnist:digits/uci",
+      grid_flag="adapt_weight", grid_values=["0.1", "0.3", "1"], selection_seed=100,
+      seeds=["0", "1"], common={"steps": "4", "eval_every": "2"}, task_dir=DIGITS,
+      task_root=str(tmp_path), rerun=select.parse_rerun(["snd"]))
+  assert selection["picked"] == pytest.approx({"entropy": -0.06, "snd": 0.42,
+                                               select.ORACLE: 0.64})
+  assert list(selection["rows"]) == ["snd"]
+  assert sorted((r["adapt_weight"], r["seed"]) for r in runs[3:]) == [("0.1", "0"), ("0.1", "1")]
+  lines = select.markdown({"dann": {"digits/mnist:digits/uci": selection}},
+                          grid_flag="adapt_weight", seeds=["0", "1"], command="c", minutes=1)
+  rows = {line.split(" | ")[1]: line for line in lines if line.startswith("| dann |")}
+  assert rows["entropy"] == "| dann | entropy | (1, 4: -6.0) |"
+  assert rows["snd"].startswith("| dann | snd | 32.") and "+-" in rows["snd"]
 
 
 def test_a_validator_no_candidate_has_is_left_out_and_bad_grids_are_refused():
@@ -75,3 +91,6 @@ def test_a_validator_no_candidate_has_is_left_out_and_bad_grids_are_refused():
   assert picks == {select.ORACLE: ("1", 2)}
   with pytest.raises(ValueError, match="must be 'flag=value1,value2"):
     select.parse_grid("adapt_weight")
+  assert select.parse_rerun(["oracle", "snd"]) == (select.ORACLE, "snd")
+  with pytest.raises(ValueError, match="unknown sdn; choose from all, "):
+    select.parse_rerun(["sdn"])

@@ -291,7 +291,7 @@ def test_sigkill_at_random_moments_then_resume_ends_as_an_unbroken_run(data_dir,
   # Without the flag file's cropping, each start loads the data in half the time.
   flags = dict(data_dir=data_dir, steps=steps, batch_size=8, eval_batch_size=128,
                log_every=1, eval_every=steps, checkpoint_every=2, keep_checkpoints=2,
-               crop_to_content=False, resolution=0)
+               crop_to_content=False, resolution=0, source_val_fraction=0.0)
   common = [f"--flagfile={SOURCE_ONLY}", *(f"--{k}={v}" for k, v in flags.items())]
   deadline = time.time() + 240
   # In this process, on one device (bit-identical to a main.py process of one).

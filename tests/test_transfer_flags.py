@@ -26,7 +26,7 @@ from tests import flagfiles
 FLAG_DIR = os.path.join(flagfiles.EXPERIMENTS, "transfer")
 DIGITS_SOURCE_ONLY = os.path.join("experiments", "digits", "source_only.flags")
 _TINY = {"steps": 2, "batch_size": 8, "eval_batch_size": 512, "log_every": 1,
-         "eval_every": 2, "checkpoint_every": 2, "hidden_size": 8}
+         "eval_every": 2, "checkpoint_every": 2, "hidden_size": 8, "source_val_fraction": 0.0}
 # The comparisons (same model, no upstream run) of the transfer runs.
 _BASELINES = ("fewlabels_scratch.flags", "row_lstm_source_only.flags",
               "textcnn_source_only_sentiment.flags", "bilstm_source_only_sentiment.flags")

@@ -115,7 +115,7 @@ class ImagePreprocess:
     x = images.astype(np.float32) / 255.0
     sizes = [self.size] if not self.resolution else [(self.resolution,) * 2, self.size]
     if self.crop_to_content:
-      x = np.stack([crop_to_ink(image, sizes[0], self.ink_threshold) for image in x])
+      x = crop_all_to_ink(x, sizes[0], self.ink_threshold)
     for size in sizes:
       x = _resize(x, size)
     if x.shape[-1] == 1 and self.channels == 3:
@@ -180,23 +180,46 @@ def crop_to_ink(image: np.ndarray, size: tuple[int, int], threshold: float) -> n
   Returns:
     float32[H, W, c]; the image resized whole when it has no ink.
   """
+  return _resize(_ink_square(image, threshold)[None], size)[0]
+
+
+def crop_all_to_ink(images: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
+  """`crop_to_ink` of every image of float32[n, h, w, c], the same numbers.
+
+  The crops of one side are resized together: one resize call per side
+  instead of one per image (resizing a stack neither blurs nor interpolates
+  across images, whose axis keeps its scale), several times faster on MNIST.
+  """
+  squares = [_ink_square(image, threshold) for image in images]
+  out = np.empty((len(images), *size, images.shape[-1]), np.float32)
+  by_shape: dict[tuple[int, ...], list[int]] = {}
+  for i, square in enumerate(squares):
+    by_shape.setdefault(square.shape, []).append(i)
+  for rows in by_shape.values():
+    out[rows] = _resize(np.stack([squares[i] for i in rows]), size)
+  return out
+
+
+def _ink_square(image: np.ndarray, threshold: float) -> np.ndarray:
+  """The square of `image` [h, w, c] around its ink (see `ImagePreprocess`), not
+  resized; the whole image when it has no ink."""
   if image.ndim != 3 or image.shape[-1] not in (1, 3):
     raise ValueError(f"image must be [h, w, 1 or 3], got shape {image.shape}")
   h, w, c = image.shape
   grey = image[..., 0] if c == 1 else image @ _LUMA
   peak = grey.max()
   rows = np.flatnonzero((grey > threshold * peak).any(axis=1)) if peak > 0 else []
-  if len(rows):
-    cols = np.flatnonzero((grey > threshold * peak).any(axis=0))
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    side = max(bottom - top, right - left)
-    # The square's corner; its centre is the box's (half pixels round down).
-    y0 = (top + bottom - side) // 2
-    x0 = (left + right - side) // 2
-    pad = max(0, -y0, -x0, y0 + side - h, x0 + side - w)
-    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-    image = padded[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
-  return _resize(image[None], size)[0]
+  if not len(rows):
+    return image
+  cols = np.flatnonzero((grey > threshold * peak).any(axis=0))
+  top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+  side = max(bottom - top, right - left)
+  # The square's corner; its centre is the box's (half pixels round down).
+  y0 = (top + bottom - side) // 2
+  x0 = (left + right - side) // 2
+  pad = max(0, -y0, -x0, y0 + side - h, x0 + side - w)
+  padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+  return padded[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
 
 
 @dataclasses.dataclass(frozen=True)
