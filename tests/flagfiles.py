@@ -29,6 +29,14 @@ def smoke_devices():
   return jax.devices()[:1]
 
 
+def xla_flags(devices: int) -> str:
+  """This session's XLA_FLAGS (tests/conftest.py) for a subprocess of `devices`
+  fake devices: the rest unchanged, so that it compiles as this process does."""
+  kept = [f for f in os.environ.get("XLA_FLAGS", "").split()
+          if not f.startswith("--xla_force_host_platform_device_count")]
+  return " ".join([*kept, f"--xla_force_host_platform_device_count={devices}"])
+
+
 def _main_module():
   spec = importlib.util.spec_from_file_location(
       "xdomain_experiments_main", os.path.join(EXPERIMENTS, "main.py"))

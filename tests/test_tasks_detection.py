@@ -96,7 +96,8 @@ TINY = dict(flagfiles.SMOKE_OVERRIDES, steps=1, checkpoint_every=1, eval_every=1
 
 @pytest.mark.parametrize("flagfile", flagfiles.flag_files("detection"))
 def test_detection_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
-  config = flagfiles.config_from_flagfile(flagfile, **TINY, plots=True, data_dir=data_dir)
+  plots = flagfile.endswith("/dann.flags")  # the plots of one file are enough
+  config = flagfiles.config_from_flagfile(flagfile, **TINY, plots=plots, data_dir=data_dir)
   validate_config(config)
   workdir = str(tmp_path / "run")
   results = train_and_evaluate(config, workdir, devices=flagfiles.smoke_devices())
@@ -111,7 +112,7 @@ def test_detection_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
       assert resumed[name] == value, name
   events = read_metrics(workdir)
   assert [e["step"] for e in events if "total" in e] == [1]
-  for name in ("learning_curves.png", "detections.png"):
+  for name in ("learning_curves.png", "detections.png") if plots else ():
     assert os.path.getsize(os.path.join(workdir, name)) > 10_000, name
   if config.method == "dann":
     assert all("domain_adversarial" in e for e in events if "total" in e)

@@ -126,7 +126,7 @@ def _free_port() -> int:
 def _start_two_processes(workdir, data_dir, steps: int) -> list[subprocess.Popen]:
   """Two processes of one device each train `tiny`'s DANN run in `workdir`."""
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+             XLA_FLAGS=flagfiles.xla_flags(devices=1))
   address = f"127.0.0.1:{_free_port()}"
   return [subprocess.Popen(
       [sys.executable, "-c", _WORKER, address, str(i), str(workdir), data_dir, str(steps)],

@@ -262,7 +262,7 @@ def test_main_reports_bad_input_in_one_line_with_exit_status_2(case, data_dir, t
 
 
 def _start(workdir, log, common):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, XLA_FLAGS=flagfiles.xla_flags(devices=1))
   # XLA's own settings, as in this process, whose unbroken run the result must equal bit for bit.
   return subprocess.Popen([sys.executable, MAIN, f"--workdir={workdir}", "--cpu_xla_defaults=false",
                            *common],
