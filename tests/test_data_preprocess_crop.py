@@ -34,14 +34,15 @@ def test_crop_to_ink_pads_with_the_border_where_the_square_leaves_the_frame():
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_cropping_a_stack_gives_each_image_its_own_crop(channels):
-  # Blobs of several sizes (so crops of several sides), one off the frame's edge
-  # and one image without ink: the stack's crops, resized a side at a time,
-  # equal each image cropped and resized alone.
+  # Blobs of several sizes (so crops of several sides), a stroke on the top row
+  # (its square leaves the frame: padded) and an image without ink: the stack's
+  # crops, resized a side at a time, equal each image cropped and resized alone.
   rng = np.random.default_rng(0)
   images = np.zeros((12, 20, 20, channels), np.float32)
-  for i, image in enumerate(images[1:]):
-    top, left = rng.integers(0, 18, size=2)
+  for i, image in enumerate(images[2:]):
+    top, left = rng.integers(0, 14, size=2)
     image[top:top + 2 + i % 5, left:left + 1 + i % 3] = rng.uniform(0.5, 1.0, channels)
+  images[1, 0, 5:10] = 0.9
   images += rng.uniform(0, 0.1, images.shape).astype(np.float32) * (images > 0)
   stacked = preprocess.crop_all_to_ink(images, (7, 7), 0.3)
   one_by_one = np.stack([preprocess.crop_to_ink(image, (7, 7), 0.3) for image in images])
