@@ -64,7 +64,7 @@ VARIANTS = {
     "onednn": "--xla_cpu_use_onednn=true",
     "no_ynn_fusion": "--xla_cpu_experimental_ynn_fusion_type=",
     "xnnpack": "--xla_cpu_use_xnnpack=true",
-    # The older emitters compile the tests' programs 1.4-2.6x faster (tests/conftest.py).
+    # The older emitters compile the tests' programs 1.4-2.7x faster (tests/conftest.py).
     "no_fusion_emitters": "--xla_cpu_use_fusion_emitters=false",
     "no_ynn_fusion_no_fusion_emitters":
         "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_fusion_emitters=false",

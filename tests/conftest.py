@@ -12,7 +12,7 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "
 # The suite compiles some hundred small programs and runs each a few steps:
 # XLA's optimisation passes would cost more than they save (about half the
 # suite's time), and XLA:CPU's older (non-MLIR) fusion emitters compile these
-# programs 1.4-2.6x faster (jaxlib >= 0.10 has the flag; XLA aborts on flags it
+# programs 1.4-2.7x faster (jaxlib >= 0.10 has the flag; XLA aborts on flags it
 # does not know). Tests compare runs compiled alike, or against references with
 # tolerances; accuracy and speed are measured in benchmarks/, with XLA's defaults.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
