@@ -13,8 +13,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(REPO, "experiments")
 
 # Small enough for a test, large enough to log, evaluate and checkpoint. No
-# validators: their domain classifiers cost more than the rest of a smoke run's
-# evaluation, and runs that compute them are tested in test_evaluate_evaluator.py.
+# source_val split: the validators that need one (source_accuracy, IWV, DEV) fit
+# domain classifiers that cost more than the rest of a smoke run's evaluation;
+# runs that compute them are tested in test_evaluate_evaluator.py.
 SMOKE_OVERRIDES = {
     "steps": 2, "batch_size": 16, "eval_batch_size": 64, "log_every": 1,
     "eval_every": 2, "checkpoint_every": 2, "discriminator_hidden": 32,
