@@ -69,9 +69,10 @@ def test_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
 
 
 def test_resume_ends_where_an_unbroken_run_ends(data_dir, tmp_path):
-  # DANN draws dropout in the discriminator and keeps a loader position: both
-  # must continue exactly.
-  config = tiny(data_dir, steps=6, checkpoint_every=3)
+  # IWDAN (DANN with class weights) draws dropout in the discriminator, keeps
+  # running statistics in the state and a loader position: all must continue
+  # exactly.
+  config = tiny(data_dir, method="iwdan", steps=6, checkpoint_every=3)
   one = flagfiles.smoke_devices()
   train_and_evaluate(config, str(tmp_path / "unbroken"), devices=one)
   train_and_evaluate(dataclasses.replace(config, steps=3), str(tmp_path / "resumed"), devices=one)
@@ -100,6 +101,23 @@ def test_one_and_eight_devices_agree(method, data_dir, tmp_path):
   if method == "mean_teacher":
     assert one["ema_target_test_accuracy"] == pytest.approx(
         eight["ema_target_test_accuracy"], abs=0.01)
+
+
+def test_iwdan_weights_are_of_the_whole_batch_on_eight_devices(data_dir, tmp_path):
+  config = tiny(data_dir, method="iwdan", steps=2, checkpoint_every=2)
+  train_and_evaluate(config, str(tmp_path / "one"), devices=jax.devices()[:1])
+  train_and_evaluate(config, str(tmp_path / "eight"))
+
+  def weights(workdir):
+    return [[r[f"label_shift/weight_{k}"] for k in range(10)]
+            for r in read_metrics(str(workdir)) if "total" in r]
+
+  # Weights from 2 of the 16 examples (one device's share) would differ by
+  # tens of percent; a linear solve with 10 classes and 16 examples amplifies
+  # rounding to ~1e-4.
+  one, eight = weights(tmp_path / "one"), weights(tmp_path / "eight")
+  assert len(one) == len(eight) == 2
+  np.testing.assert_allclose(one, eight, rtol=1e-3, atol=1e-5)
 
 
 _WORKER = textwrap.dedent("""

@@ -86,6 +86,27 @@ def test_dann_logs_the_reversal_schedule_and_trains_the_discriminator():
   assert all(jax.tree.leaves(changed))
 
 
+def test_iwdan_trains_on_the_class_weighted_cross_entropy_and_keeps_its_statistics():
+  model, state, batch, train_step = _setup("iwdan", label_shift_decay=0.5)
+  images = jnp.concatenate([batch["source"]["image"], batch["target"]["image"]])
+  logits = model.apply({"params": state.params["model"]}, images, train=True)
+  labels = batch["source"]["label"]
+  probs = jax.nn.softmax(logits)
+  confusion = probs[:8].T @ jax.nn.one_hot(labels, NUM_CLASSES) / 8
+  weights = losses.class_importance_weights(confusion, probs[8:].mean(0))
+  cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits[:8], labels)
+  new_state, metrics = train_step(state, batch, jax.random.key(1))
+  np.testing.assert_allclose(new_state.untrained["statistics"]["weights"], weights,
+                             rtol=1e-3, atol=1e-5)
+  np.testing.assert_allclose(metrics["task"] + metrics["source_reweighting"],
+                             jnp.mean(weights[labels] * cross_entropy), rtol=1e-4)
+  np.testing.assert_allclose(metrics[f"label_shift/weight_{int(labels[0])}"],
+                             weights[labels[0]], rtol=1e-3, atol=1e-5)
+  # The next step adds its batch to the running sums (decay 0.5).
+  newer_state, _ = train_step(new_state, batch, jax.random.key(2))
+  np.testing.assert_allclose(newer_state.untrained["statistics"]["source_count"], 8 * 1.5)
+
+
 def test_mean_teacher_moves_the_teacher_by_its_decay():
   _, state, batch, train_step = _setup("mean_teacher", ema_decay=0.9)
   new_state, _ = train_step(state, batch, jax.random.key(1))

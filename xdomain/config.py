@@ -61,6 +61,9 @@ class Config:
       "CDAN: use the randomized multilinear map above this dimension.")
   mcc_temperature: float = _flag(2.5, 'MCC: softmax temperature.')
   ema_decay: float = _flag(0.99, 'mean_teacher: decay of the EMA teacher.')
+  label_shift_decay: float = _flag(
+      0.99, "iwdan: decay of the running confusion matrix and target prediction from which "
+      "the class weights are estimated.")
   token_dropout: float = _flag(0.0,
       "mean_teacher on text: probability that a token of the student's target view is "
       "replaced by <unk>, its characters (--char_cnn) by padding; the teacher sees the text "

@@ -288,7 +288,7 @@ def prepare_state(config: Config, method, state, sharding: jax.sharding.Sharding
       if getattr(config, flag):
         check_vocabulary(_workdir_of(getattr(config, flag)), workdir, flag)
   params, batch_stats = state.params, state.batch_stats
-  untrained = {}
+  untrained = dict(state.untrained)  # the method's running statistics, if any
   if config.init_from:
     pretrained = checkpoint.load_variables(config.init_from)
     variables, restored = restore_variables(

@@ -53,6 +53,7 @@ from xdomain.losses.discrepancy import mmd
 from xdomain.losses.disparity import margin_disparity_discrepancy
 from xdomain.losses.information import centroid_pseudo_labels
 from xdomain.losses.information import information_maximization
+from xdomain.losses.label_shift import class_importance_weights
 from xdomain.losses.language_model import bidirectional_language_model
 from xdomain.losses.norms import adaptive_feature_norm
 from xdomain.losses.objective import combine
@@ -85,6 +86,7 @@ __all__ = [
     "cdan_random_matrices",
     "centroid_pseudo_labels",
     "class_balanced_weights",
+    "class_importance_weights",
     "combine",
     "consistency",
     "coral",

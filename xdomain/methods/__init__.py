@@ -29,6 +29,7 @@ from xdomain.methods.base import Teacher
 # distillation can add to its own (--distill_align).
 ALIGNMENTS = {
     "dann": feature_penalties.optional_bsp(adversarial.make_dann),
+    "iwdan": adversarial.make_iwdan,
     "cdan": feature_penalties.optional_bsp(adversarial.make_cdan),
     "dan": statistics.make_dan,
     "jan": statistics.make_jan,
@@ -65,7 +66,13 @@ def validate_config(config: Config, task: str) -> None:
   check_positive(config, "discriminator_hidden", "cdan_random_dim", "mcc_temperature",
                  "distill_temperature", "teacher_refresh_every", "rampup_steps")
   check_non_negative(config, "adapt_weight", "distill_weight")
-  check_fraction(config, "ema_decay", "confidence_threshold", "token_dropout")
+  check_fraction(config, "ema_decay", "confidence_threshold", "token_dropout",
+                 "label_shift_decay")
+  if config.method == "iwdan" and (task == "detection" or config.model.endswith("_crf")):
+    raise ConfigError(
+        "--method=iwdan reweighs the source cross-entropy of each class, which"
+        f" {'detection' if task == 'detection' else f'--model={config.model} (a CRF)'} does"
+        " not train with; use --method=dann.")
   if config.teacher_unseen_as_unk and config.method not in _WITH_TEACHER:
     raise ConfigError(
         "--teacher_unseen_as_unk is for methods with a teacher (mean_teacher,"

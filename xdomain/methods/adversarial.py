@@ -1,4 +1,4 @@
-"""Adversarial alignment: DANN and CDAN(+E).
+"""Adversarial alignment: DANN, IWDAN and CDAN(+E).
 
 The discriminator sees the features through a gradient-reversal layer whose
 coefficient follows the adaptation schedule (`--adapt_schedule=dann` gives
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from xdomain import losses
 from xdomain import models
@@ -53,6 +54,89 @@ def make_dann(config: Config) -> base.Method:
   return base.Method(name="dann", terms=terms,
                      weights={"domain_adversarial": 1.0}, init_aux=init_aux,
                      logged_schedules={"gradient_reversal": reversal})
+
+
+def make_iwdan(config: Config) -> base.Method:
+  """IWDAN: Tachet des Combes et al., "Domain Adaptation with Conditional
+  Distribution Matching and Generalized Label Shift", NeurIPS 2020.
+
+  DANN aligns the feature distributions of the domains, which moves target
+  examples into the source's class proportions when those differ (label
+  shift). IWDAN weighs each source example by w_y ~ p_T(y) / p_S(y) in both the
+  domain loss and the classification loss, so the features are aligned with
+  a source reweighted to the target's estimated class proportions. w comes
+  from the classifier's soft confusion matrix on the source and its mean
+  prediction on the target (`losses.class_importance_weights`), both running
+  averages with decay `--label_shift_decay` updated at every step (the paper
+  re-solves once per epoch with a moving average of the weights). The source
+  classification loss is reweighted by a term `source_reweighting` =
+  mean((w_y - 1) * cross-entropy), so task + term = mean(w_y * cross-entropy).
+  """
+  discriminator = _discriminator(config)
+  reversal = base.adaptation_weight(config)
+  decay = config.label_shift_decay
+
+  def init_statistics(num_classes):
+    return {"confusion": jnp.zeros((num_classes, num_classes), jnp.float32),
+            "source_count": jnp.zeros((), jnp.float32),
+            "target_predictions": jnp.zeros((num_classes,), jnp.float32),
+            "target_count": jnp.zeros((), jnp.float32),
+            "weights": jnp.ones((num_classes,), jnp.float32)}
+
+  def update_statistics(state, outputs):
+    ls, ms, lt, mt = base.logits_of_both(outputs)
+    labels = outputs.source_labels.reshape(-1)
+    keep_s = jnp.ones(labels.shape, jnp.float32) if ms is None else ms.astype(jnp.float32)
+    keep_t = (jnp.ones(lt.shape[:1], jnp.float32) if mt is None
+              else mt.astype(jnp.float32))
+    num_classes = ls.shape[-1]
+    # [K, K]: soft prediction i (rows) of the source examples of true class j.
+    confusion = jnp.einsum("ni,nj->ij", jax.nn.softmax(ls.astype(jnp.float32)) * keep_s[:, None],
+                           jax.nn.one_hot(labels, num_classes))
+    target = jnp.sum(jax.nn.softmax(lt.astype(jnp.float32)) * keep_t[:, None], axis=0)
+    state = {
+        "confusion": decay * state["confusion"] + confusion,
+        "source_count": decay * state["source_count"] + jnp.sum(keep_s),
+        "target_predictions": decay * state["target_predictions"] + target,
+        "target_count": decay * state["target_count"] + jnp.sum(keep_t),
+    }
+    state["weights"] = losses.class_importance_weights(
+        state["confusion"] / jnp.maximum(state["source_count"], 1.0),
+        state["target_predictions"] / jnp.maximum(state["target_count"], 1.0))
+    return state
+
+  def log_statistics(state):
+    return {f"label_shift/weight_{k}": w for k, w in enumerate(state["weights"])}
+
+  def init_aux(rng, feature_dim, num_classes):
+    del num_classes
+    return {"discriminator": discriminator.init(
+        rng, jnp.zeros((1, feature_dim)), train=False)["params"]}
+
+  def terms(outputs, aux_params, rng, step):
+    fs, ms, ft, mt = base.features_of_both(outputs)
+    ls, _, _, _ = base.logits_of_both(outputs)
+    labels = outputs.source_labels.reshape(-1)
+    example_weights = outputs.statistics["weights"][labels]
+    scale = reversal(step)
+    ds, dt = _discriminate(discriminator, aux_params["discriminator"],
+                           losses.gradient_reversal(fs, scale),
+                           losses.gradient_reversal(ft, scale), rng)
+    cross_entropy = optax.softmax_cross_entropy_with_integer_labels(
+        ls.astype(jnp.float32), labels)
+    return {
+        "domain_adversarial": losses.domain_balanced_mean(
+            *losses.domain_adversarial(ds, dt, source_weights=example_weights,
+                                       source_where=ms, target_where=mt),
+            source_where=ms, target_where=mt),
+        "source_reweighting": base.masked_mean((example_weights - 1.0) * cross_entropy, ms),
+    }
+
+  return base.Method(name="iwdan", terms=terms,
+                     weights={"domain_adversarial": 1.0, "source_reweighting": 1.0},
+                     init_aux=init_aux, logged_schedules={"gradient_reversal": reversal},
+                     statistics=base.Statistics(init=init_statistics, update=update_statistics,
+                                                log=log_statistics))
 
 
 def make_cdan(config: Config) -> base.Method:

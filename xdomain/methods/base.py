@@ -43,6 +43,8 @@ class Outputs:
   target_mask: jax.Array | None = None
   # Logits of the EMA teacher on the target (methods with `ema_decay`).
   teacher_target_logits: jax.Array | None = None
+  # The method's running statistics, updated with this batch (`Statistics`).
+  statistics: Any = None
 
 
 TermsFn = Callable[[Outputs, Params, jax.Array, jax.Array], Mapping[str, jax.Array]]
@@ -75,6 +77,28 @@ class Teacher:
   init: Callable[[Params], Params]
   logits: Callable[[Params, tuple[jax.Array, ...], Callable[..., jax.Array]], jax.Array]
   refresh: Callable[[Params, Params, Params, jax.Array], Params] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Statistics:
+  """Running statistics of the model's outputs that a method's terms read.
+
+  Their state lives in `TrainState.untrained['statistics']` (checkpointed, so a
+  resumed run continues with the same statistics) and never receives
+  gradients. Each step updates it with the batch's outputs before the terms
+  run, and the terms read the updated state as `Outputs.statistics`; they are
+  computed on the whole batch, so they do not depend on the device count.
+
+  Attributes:
+    init: `(num_classes) -> state`.
+    update: `(state, outputs) -> state`; the outputs are not differentiated
+      through.
+    log: `(state) -> {name: scalar}`, logged at every step under those names.
+  """
+
+  init: Callable[[int], Params]
+  update: Callable[[Params, Outputs], Params]
+  log: Callable[[Params], Mapping[str, jax.Array]]
 
 
 def _no_terms(outputs, aux_params, rng, step):
@@ -111,6 +135,8 @@ class Method:
       on the model inputs of both domains (concatenated on the batch axis),
       e.g. language modelling; weighted by `weights` like `terms`.
     task_weight: weight of the source task loss (0 for pure pretraining).
+    statistics: `Statistics` that the terms read (e.g. IWDAN's estimate of
+      the target's class proportions), or None.
   """
 
   name: str
@@ -126,6 +152,7 @@ class Method:
   teacher: Teacher | None = None
   model_terms: ModelTermsFn | None = None
   task_weight: float = 1.0
+  statistics: Statistics | None = None
 
 
 # --adapt_schedule: config -> lambda(step), from 0 (or adapt_weight) up to adapt_weight.

@@ -37,7 +37,8 @@ class TrainState:
   parts, e.g. a discriminator); `ema` holds the EMA teacher's `params` and
   `batch_stats` for methods that keep one (empty otherwise); `untrained`
   holds what the step reads but never trains (xdomain/transfer.py): the
-  method's `teacher` state and the L2-SP `anchor` (empty otherwise).
+  method's `teacher` state, its running `statistics` and the L2-SP `anchor`
+  (empty otherwise).
   """
 
   step: jax.Array
@@ -74,8 +75,11 @@ def init_state(model, spec: ModelSpec, task: Task, method: Method,
   batch_stats = variables.get("batch_stats", {})
   ema = ({"params": params["model"], "batch_stats": batch_stats}
          if method.ema_decay is not None else {})
+  untrained = ({"statistics": method.statistics.init(logits.shape[-1])}
+               if method.statistics is not None else {})
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=batch_stats, opt_state=tx.init(params), ema=ema)
+                    batch_stats=batch_stats, opt_state=tx.init(params), ema=ema,
+                    untrained=untrained)
 
 
 def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: Config,
@@ -152,6 +156,11 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
             source_labels=source_labels, source_mask=source_mask,
             target_logits=target_logits, target_features=target_features,
             target_mask=task.mask(target), teacher_target_logits=teacher_logits)
+      statistics = None
+      if method.statistics is not None:
+        statistics = method.statistics.update(state.untrained["statistics"],
+                                              jax.lax.stop_gradient(outputs))
+        outputs = outputs.replace(statistics=statistics)
       task_loss, correct, count = task.supervised_loss(
           spec, model, variables, outputs.source_logits, source_labels, source_mask)
       terms = dict(method.terms(outputs, params["aux"], method_rng, state.step))
@@ -163,10 +172,10 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
         weighted.update({name: (1.0, value) for name, value
                          in regularizer(params["model"], state.untrained).items()})
       total, logs = losses.combine(method.task_weight * task_loss, weighted, state.step)
-      return total, (logs, updates.get("batch_stats", {}), correct, count)
+      return total, (logs, updates.get("batch_stats", {}), correct, count, statistics)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (total, (logs, batch_stats, correct, count)), grads = grad_fn(state.params)
+    (total, (logs, batch_stats, correct, count, statistics)), grads = grad_fn(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = state.ema
@@ -175,6 +184,8 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
           {"params": params["model"], "batch_stats": batch_stats}, state.ema,
           1.0 - method.ema_decay)
     untrained = state.untrained
+    if statistics is not None:
+      untrained = dict(untrained, statistics=statistics)
     if method.teacher is not None and method.teacher.refresh is not None:
       untrained = dict(untrained, teacher=method.teacher.refresh(
           untrained["teacher"], {"params": params["model"], "batch_stats": batch_stats},
@@ -190,6 +201,8 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
                    source_train_count=count, finite=finite)
     for name, schedule in logged_schedules.items():
       metrics[name] = schedule(state.step)
+    if statistics is not None:
+      metrics.update(method.statistics.log(statistics))
     for name, schedule in method.logged_schedules.items():
       metrics[f"schedule/{name}"] = schedule(state.step)
     return kept.replace(step=state.step + 1), metrics
