@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from xdomain import losses
-from xdomain.losses import (adversarial, discrepancy, language_model, objective, prediction,
-                            schedules, teacher)
+from xdomain.losses import (adversarial, discrepancy, label_shift, language_model, objective,
+                            prediction, schedules, teacher)
 
 
 def test_dann_schedule_values():
@@ -126,8 +126,8 @@ def test_import_works_with_only_jax_optax_and_numpy_installed(tmp_path):
   assert not heavy & set(modules.split()), modules
 
 
-@pytest.mark.parametrize("module", [adversarial, discrepancy, language_model, objective,
-                                    prediction, schedules, teacher],
+@pytest.mark.parametrize("module", [adversarial, discrepancy, label_shift, language_model,
+                                    objective, prediction, schedules, teacher],
                          ids=lambda m: m.__name__.rsplit(".", 1)[-1])
 def test_docstring_examples_run(module):
   result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -28,8 +28,8 @@ class Config:
   """Everything one experiment needs; field names match the command-line flags."""
 
   method: str = _flag("dann",
-      "Training method: source_only, target_only, dann, cdan, dan, jan, coral, entropy, mcc, "
-      "mean_teacher, distill, pseudo_label, lm_pretrain, mdd, bsp, afn, fixmatch.")
+      "Training method: source_only, target_only, dann, iwdan, cdan, dan, jan, coral, entropy, "
+      "mcc, mean_teacher, distill, pseudo_label, lm_pretrain, mdd, bsp, afn, fixmatch.")
   source: str = _flag("digits/mnist", 'Labelled source domain, e.g. digits/mnist.')
   target: str = _flag("digits/uci", 'Target domain (its labels are only used for evaluation).')
   model: str = _flag("seed_cnn",

@@ -29,7 +29,6 @@ from xdomain.methods.base import Teacher
 # distillation can add to its own (--distill_align).
 ALIGNMENTS = {
     "dann": feature_penalties.optional_bsp(adversarial.make_dann),
-    "iwdan": adversarial.make_iwdan,
     "cdan": feature_penalties.optional_bsp(adversarial.make_cdan),
     "dan": statistics.make_dan,
     "jan": statistics.make_jan,
@@ -42,6 +41,7 @@ METHODS = {
     "source_only": baselines.make_source_only,
     "target_only": baselines.make_target_only,
     **ALIGNMENTS,
+    "iwdan": adversarial.make_iwdan,
     "mean_teacher": mean_teacher.make_mean_teacher,
     "distill": functools.partial(teacher.make_distill, alignments=ALIGNMENTS),
     "pseudo_label": teacher.make_pseudo_label,
