@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 
 from xdomain import losses
 
@@ -77,3 +78,11 @@ def test_jits_and_refuses_bad_shapes():
     losses.class_importance_weights(np.ones((2, 3)), np.ones(2))
   with pytest.raises(ValueError, match=r"target_predictions must be \[3\]"):
     losses.class_importance_weights(confusion, np.ones(2))
+
+
+def test_gradients_match_finite_differences():
+  # Away from the clip at 0 the weights are a smooth function of both inputs.
+  confusion, _, target = shifted(5, num_classes=3)
+  check_grads(lambda c, t: losses.class_importance_weights(c, t) @ jnp.arange(1.0, 4.0),
+              (jnp.asarray(confusion, jnp.float32), jnp.asarray(target, jnp.float32)),
+              order=1, modes=("rev",))
