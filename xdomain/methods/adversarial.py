@@ -31,28 +31,40 @@ def _discriminate(discriminator, params, source, target, rng):
   return logits[:source.shape[0]], logits[source.shape[0]:]
 
 
-def make_dann(config: Config) -> base.Method:
-  """DANN: Ganin et al., "Domain-Adversarial Training of Neural Networks", JMLR 2016."""
-  discriminator = _discriminator(config)
-  reversal = base.adaptation_weight(config)
+def _feature_discriminator_init(discriminator):
+  """`init_aux` of a discriminator that reads the features."""
 
   def init_aux(rng, feature_dim, num_classes):
     del num_classes
     return {"discriminator": discriminator.init(
         rng, jnp.zeros((1, feature_dim)), train=False)["params"]}
 
-  def terms(outputs, aux_params, rng, step):
-    fs, ms, ft, mt = base.features_of_both(outputs)
-    scale = reversal(step)
-    ds, dt = _discriminate(discriminator, aux_params["discriminator"],
-                           losses.gradient_reversal(fs, scale),
-                           losses.gradient_reversal(ft, scale), rng)
-    return {"domain_adversarial": losses.domain_balanced_mean(
-        *losses.domain_adversarial(ds, dt, source_where=ms, target_where=mt),
-        source_where=ms, target_where=mt)}
+  return init_aux
 
-  return base.Method(name="dann", terms=terms,
-                     weights={"domain_adversarial": 1.0}, init_aux=init_aux,
+
+def _domain_loss(discriminator, aux_params, outputs, scale, rng, source_weights=None):
+  """DANN's domain loss of the features behind gradient reversal of `scale`."""
+  fs, ms, ft, mt = base.features_of_both(outputs)
+  ds, dt = _discriminate(discriminator, aux_params["discriminator"],
+                         losses.gradient_reversal(fs, scale),
+                         losses.gradient_reversal(ft, scale), rng)
+  return losses.domain_balanced_mean(
+      *losses.domain_adversarial(ds, dt, source_weights=source_weights,
+                                 source_where=ms, target_where=mt),
+      source_where=ms, target_where=mt)
+
+
+def make_dann(config: Config) -> base.Method:
+  """DANN: Ganin et al., "Domain-Adversarial Training of Neural Networks", JMLR 2016."""
+  discriminator = _discriminator(config)
+  reversal = base.adaptation_weight(config)
+
+  def terms(outputs, aux_params, rng, step):
+    return {"domain_adversarial": _domain_loss(discriminator, aux_params, outputs,
+                                               reversal(step), rng)}
+
+  return base.Method(name="dann", terms=terms, weights={"domain_adversarial": 1.0},
+                     init_aux=_feature_discriminator_init(discriminator),
                      logged_schedules={"gradient_reversal": reversal})
 
 
@@ -108,33 +120,22 @@ def make_iwdan(config: Config) -> base.Method:
   def log_statistics(state):
     return {f"label_shift/weight_{k}": w for k, w in enumerate(state["weights"])}
 
-  def init_aux(rng, feature_dim, num_classes):
-    del num_classes
-    return {"discriminator": discriminator.init(
-        rng, jnp.zeros((1, feature_dim)), train=False)["params"]}
-
   def terms(outputs, aux_params, rng, step):
-    fs, ms, ft, mt = base.features_of_both(outputs)
-    ls, _, _, _ = base.logits_of_both(outputs)
+    ls, ms, _, _ = base.logits_of_both(outputs)
     labels = outputs.source_labels.reshape(-1)
     example_weights = outputs.statistics["weights"][labels]
-    scale = reversal(step)
-    ds, dt = _discriminate(discriminator, aux_params["discriminator"],
-                           losses.gradient_reversal(fs, scale),
-                           losses.gradient_reversal(ft, scale), rng)
     cross_entropy = optax.softmax_cross_entropy_with_integer_labels(
         ls.astype(jnp.float32), labels)
     return {
-        "domain_adversarial": losses.domain_balanced_mean(
-            *losses.domain_adversarial(ds, dt, source_weights=example_weights,
-                                       source_where=ms, target_where=mt),
-            source_where=ms, target_where=mt),
+        "domain_adversarial": _domain_loss(discriminator, aux_params, outputs, reversal(step),
+                                           rng, source_weights=example_weights),
         "source_reweighting": base.masked_mean((example_weights - 1.0) * cross_entropy, ms),
     }
 
   return base.Method(name="iwdan", terms=terms,
                      weights={"domain_adversarial": 1.0, "source_reweighting": 1.0},
-                     init_aux=init_aux, logged_schedules={"gradient_reversal": reversal},
+                     init_aux=_feature_discriminator_init(discriminator),
+                     logged_schedules={"gradient_reversal": reversal},
                      statistics=base.Statistics(init=init_statistics, update=update_statistics,
                                                 log=log_statistics))
 
