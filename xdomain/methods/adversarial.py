@@ -68,6 +68,13 @@ def make_dann(config: Config) -> base.Method:
                      logged_schedules={"gradient_reversal": reversal})
 
 
+def class_weights(statistics) -> jax.Array:
+  """IWDAN's class weights [K] from its running statistics (all ones before any step)."""
+  return losses.class_importance_weights(
+      statistics["confusion"] / jnp.maximum(statistics["source_count"], 1.0),
+      statistics["target_predictions"] / jnp.maximum(statistics["target_count"], 1.0))
+
+
 def make_iwdan(config: Config) -> base.Method:
   """IWDAN: Tachet des Combes et al., "Domain Adaptation with Conditional
   Distribution Matching and Generalized Label Shift", NeurIPS 2020.
@@ -92,8 +99,7 @@ def make_iwdan(config: Config) -> base.Method:
     return {"confusion": jnp.zeros((num_classes, num_classes), jnp.float32),
             "source_count": jnp.zeros((), jnp.float32),
             "target_predictions": jnp.zeros((num_classes,), jnp.float32),
-            "target_count": jnp.zeros((), jnp.float32),
-            "weights": jnp.ones((num_classes,), jnp.float32)}
+            "target_count": jnp.zeros((), jnp.float32)}
 
   def update_statistics(state, outputs):
     ls, ms, lt, mt = base.logits_of_both(outputs)
@@ -106,24 +112,20 @@ def make_iwdan(config: Config) -> base.Method:
     confusion = jnp.einsum("ni,nj->ij", jax.nn.softmax(ls.astype(jnp.float32)) * keep_s[:, None],
                            jax.nn.one_hot(labels, num_classes))
     target = jnp.sum(jax.nn.softmax(lt.astype(jnp.float32)) * keep_t[:, None], axis=0)
-    state = {
+    return {
         "confusion": decay * state["confusion"] + confusion,
         "source_count": decay * state["source_count"] + jnp.sum(keep_s),
         "target_predictions": decay * state["target_predictions"] + target,
         "target_count": decay * state["target_count"] + jnp.sum(keep_t),
     }
-    state["weights"] = losses.class_importance_weights(
-        state["confusion"] / jnp.maximum(state["source_count"], 1.0),
-        state["target_predictions"] / jnp.maximum(state["target_count"], 1.0))
-    return state
 
   def log_statistics(state):
-    return {f"label_shift/weight_{k}": w for k, w in enumerate(state["weights"])}
+    return {f"label_shift/weight_{k}": w for k, w in enumerate(class_weights(state))}
 
   def terms(outputs, aux_params, rng, step):
     ls, ms, _, _ = base.logits_of_both(outputs)
     labels = outputs.source_labels.reshape(-1)
-    example_weights = outputs.statistics["weights"][labels]
+    example_weights = class_weights(outputs.statistics)[labels]
     cross_entropy = optax.softmax_cross_entropy_with_integer_labels(
         ls.astype(jnp.float32), labels)
     return {
