@@ -106,9 +106,10 @@ def main(argv):
   if results.get("interrupted"):
     return 128 + 15  # stopped by SIGTERM after saving a checkpoint
   headline = "ap50" if "target_test_ap50" in results else "accuracy"  # detection: AP50
-  print(f"target test {headline} {results[f'target_test_{headline}']:.4f}, source test"
-        f" {headline} {results[f'source_test_{headline}']:.4f} after {results['step']} steps;"
-        f" results in {flags.FLAGS.workdir}/results.json")
+  scores = ", ".join(f"{part} test {headline} {results[f'{part}_test_{headline}']:.4f}"
+                     for part in ("target", "source") if f"{part}_test_{headline}" in results)
+  print(f"{scores} after {results['step']} steps; results in"
+        f" {flags.FLAGS.workdir}/results.json")  # no source scores in a source-free run
   return 0
 
 

@@ -29,7 +29,7 @@ class Config:
 
   method: str = _flag("dann",
       "Training method: source_only, target_only, dann, iwdan, cdan, dan, jan, coral, entropy, "
-      "mcc, mean_teacher, distill, pseudo_label, lm_pretrain, mdd, bsp, afn, fixmatch.")
+      "mcc, mean_teacher, distill, pseudo_label, lm_pretrain, mdd, bsp, afn, fixmatch, shot.")
   source: str = _flag("digits/mnist", 'Labelled source domain, e.g. digits/mnist.')
   target: str = _flag("digits/uci", 'Target domain (its labels are only used for evaluation).')
   model: str = _flag("seed_cnn",
@@ -84,6 +84,12 @@ class Config:
   afn_radius: float = _flag(0.0,
       "afn: 0 for the stepwise variant (SAFN); > 0 for hard AFN with this radius R (25 in the "
       "paper).")
+  shot_pseudo_weight: float = _flag(0.3,
+      "shot: weight beta of the centroid pseudo-labels' cross-entropy (0: SHOT-IM); the "
+      "information maximisation has --adapt_weight.")
+  shot_refresh_every: int = _flag(0,
+      "shot: recompute the pseudo-labels of the whole target training split every this many "
+      "steps (0: once per target epoch, as SHOT).")
   # Transfer learning (xdomain/transfer.py): restore, freeze, anchor.
   init_from: str | None = _flag(None,
       "Transfer: restore parameters from this run's workdir (or <workdir>/checkpoints/<step>)"
@@ -133,6 +139,15 @@ class Config:
       "Pass every image through this common resolution before --image_size (0: off).")
   # Model sizes (used by the models that have them).
   hidden_size: int = _flag(128, 'Hidden size of recurrent models.')
+  weight_norm_head: bool = _flag(False,
+      "Classifiers: weight-normalise the output layer (SHOT's source model; --method=shot "
+      "needs a run made with it).")
+  bottleneck_size: int = _flag(0,
+      "CNNs: > 0 adds a Dense layer of this size with batch norm after the features (SHOT's "
+      "bottleneck, 256 in the paper); 0: none.")
+  label_smoothing: float = _flag(0.0,
+      "Smooth the labels of the supervised cross-entropy by this much (SHOT's source stage: "
+      "0.1).")
   dropout_rate: float = _flag(0.0,
       "Dropout before the classifier head (text models: also on the embeddings and between "
       "recurrent layers).")

@@ -111,17 +111,20 @@ class CrossDomainLoader:
   exact stream (the process count may differ: the stream is global).
   """
 
-  def __init__(self, source: str, target: str, *, batch_size: int, preprocess: Preprocessor,
+  def __init__(self, source: str | None, target: str, *, batch_size: int,
+               preprocess: Preprocessor,
                seed: int, data_dir: str | os.PathLike | None = None,
                process_index: int | None = None, process_count: int | None = None,
                source_split: str = "train", target_split: str = "train",
                source_fraction: float = 1.0, source_holdout: float = 0.0,
                buckets: Sequence[int] | None = None,
-               length_grouping: int = 0):
+               length_grouping: int = 0, target_index: bool = False):
     """Loads both domains, preprocesses them once and builds the grain pipeline.
 
     Args:
-      source: labelled domain name (see ``list_domains()``).
+      source: labelled domain name (see ``list_domains()``), or None for a
+        source-free stream: batches hold only the ``'target'`` part and the
+        source domain is never opened.
       target: unlabelled domain name.
       batch_size: GLOBAL batch size per domain.
       preprocess: e.g. ``ImagePreprocess``; applied to both domains.
@@ -146,11 +149,15 @@ class CrossDomainLoader:
         batches of the shuffled stream into batches of similar lengths (see
         `_length_grouped_stream`), so that fewer of them pad to the longest
         bucket; 0 (or 1) keeps the batches as drawn.
+      target_index: the target part also holds ``'index'``, int32 [b], each
+        row's position in the target split (e.g. to look up per-row labels
+        that a method computed over the whole split).
     """
-    source_info, target_info = domains.domain_info(source), domains.domain_info(target)
+    target_info = domains.domain_info(target)
+    source_info = None if source is None else domains.domain_info(source)
     domains.check_split(source_split)
     domains.check_split(target_split)
-    if source_info.label_names != target_info.label_names:
+    if source_info is not None and source_info.label_names != target_info.label_names:
       raise ValueError(
           f"source {source!r} and target {target!r} have different label sets: "
           f"{source_info.label_names} vs {target_info.label_names}")
@@ -172,30 +179,38 @@ class CrossDomainLoader:
       self._config["length_grouping"] = int(length_grouping)
     if source_holdout:  # likewise
       self._config["source_holdout"] = float(source_holdout)
+    if target_index:  # likewise
+      self._config["target_index"] = True
     self._buckets = None if buckets is None else tuple(int(b) for b in buckets)
 
-    source_data = domains.load_domain(source, source_split, data_dir=data_dir)
-    if source_holdout:
-      kept, _ = subsets.source_val_split(source_data, source_holdout)
-      source_data = {k: v[kept] for k, v in source_data.items()}
-    if source_fraction != 1.0:
-      rows = subsets.stratified_subset(source_data, source_fraction, seed=int(seed))
-      source_data = {k: v[rows] for k, v in source_data.items()}
-    self._source = preprocess.prepare(source_data)
+    self._source = None
+    if source is not None:
+      source_data = domains.load_domain(source, source_split, data_dir=data_dir)
+      if source_holdout:
+        kept, _ = subsets.source_val_split(source_data, source_holdout)
+        source_data = {k: v[kept] for k, v in source_data.items()}
+      if source_fraction != 1.0:
+        rows = subsets.stratified_subset(source_data, source_fraction, seed=int(seed))
+        source_data = {k: v[rows] for k, v in source_data.items()}
+      self._source = preprocess.prepare(source_data)
     target_data = domains.load_domain(target, target_split, data_dir=data_dir)
     self._target = preprocess.prepare(
         {k: v for k, v in target_data.items() if k not in target_info.label_keys})
+    if target_index:
+      self._target["index"] = np.arange(_num_rows(self._target), dtype=np.int32)
 
     source_seed, target_seed, augment_seed, order_seed = (
         int(s) for s in np.random.SeedSequence(int(seed)).generate_state(4))
-    if length_grouping > 1:
-      self._source_order, self._target_order = (
-          _length_grouped_stream(part["lengths"], part_seed, batch_size, length_grouping,
-                                 order_seed)
-          for part, part_seed in ((self._source, source_seed), (self._target, target_seed)))
-    else:
-      self._source_order = _index_stream(_num_rows(self._source), source_seed, batch_size)
-      self._target_order = _index_stream(_num_rows(self._target), target_seed, batch_size)
+    def order(part, part_seed):
+      if part is None:
+        return None
+      if length_grouping > 1:
+        return _length_grouped_stream(part["lengths"], part_seed, batch_size, length_grouping,
+                                      order_seed)
+      return _index_stream(_num_rows(part), part_seed, batch_size)
+
+    self._source_order = order(self._source, source_seed)
+    self._target_order = order(self._target, target_seed)
     steps = grain.MapDataset.range(sys.maxsize).random_map(self._make_batch, seed=augment_seed)
     # One reader thread overlaps batch assembly with the training step; the
     # arrays are in memory, so more threads would only contend for the GIL.
@@ -210,8 +225,10 @@ class CrossDomainLoader:
   def _make_batch(self, step: int, rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
     """Batch ``step``: this process's rows of both domains, augmented."""
     batch = {}
-    for part, data, order in (("source", self._source, self._source_order),
-                              ("target", self._target, self._target_order)):
+    parts = [("source", self._source, self._source_order),
+             ("target", self._target, self._target_order)]
+    parts = [(part, data, order) for part, data, order in parts if data is not None]
+    for part, data, order in parts:
       rows = order[step][self._lo:self._hi]
       # Drawn for the whole global batch so that every process agrees.
       params = self._preprocess.sample_augmentation(rng, self._batch_size)
@@ -220,8 +237,7 @@ class CrossDomainLoader:
         local = self._preprocess.apply_augmentation(local, params[self._lo:self._hi])
       batch[part] = local
     if self._buckets is not None:
-      longest = max(int(np.max(data["lengths"][order[step]])) for data, order in (
-          (self._source, self._source_order), (self._target, self._target_order)))
+      longest = max(int(np.max(data["lengths"][order[step]])) for _, data, order in parts)
       length = text.bucket_length(np.array([longest]), self._buckets)
       batch = {part: text.pad_to_bucket(local, length=length) for part, local in batch.items()}
     return batch

@@ -43,12 +43,15 @@ class Evaluator:
   def __init__(self, experiment):
     self._experiment = experiment
     config = experiment.config
+    # A source-free run never opens the source domain's data.
+    parts = ((("source", config.source),) if experiment.method.uses_source else ()) + (
+        ("target", config.target),)
     self._batches = {
         part: [experiment.global_batch(batch) for batch in data.eval_batches(
             domain, "test", batch_size=config.eval_batch_size,
             preprocess=experiment.preprocess, data_dir=config.data_dir,
             buckets=experiment.buckets)]
-        for part, domain in (("source", config.source), ("target", config.target))}
+        for part, domain in parts}
     model, spec, task = experiment.model, experiment.spec, experiment.task
     num_classes = experiment.source_info.num_classes
 
@@ -84,18 +87,21 @@ class Evaluator:
     self._skipped_validators = set()
 
   def evaluate(self, state) -> dict[str, Any]:
-    """Test metrics `{source,target}_test_<name>` of the model, and with an
-    `ema_` prefix those of its EMA (the mean teacher), where the method keeps one."""
+    """Test metrics `{source,target}_test_<name>` of the model (target only in
+    a source-free run), and with an `ema_` prefix those of its EMA (the mean
+    teacher), where the method keeps one."""
     headline = self._experiment.task.headline  # accuracy; ap50 for detection
     values = self.scores(state.params["model"], state.batch_stats)
-    logging.info("eval: source test %s %.4f, target test %s %.4f", headline,
-                 values[f"source_test_{headline}"], headline, values[f"target_test_{headline}"])
+    logging.info("eval: %s", self._summary(values, headline))
     if state.ema:
       ema = self.scores(state.ema["params"], state.ema["batch_stats"])
       values.update({f"ema_{name}": value for name, value in ema.items()})
-      logging.info("eval (EMA): source test %s %.4f, target test %s %.4f", headline,
-                   ema[f"source_test_{headline}"], headline, ema[f"target_test_{headline}"])
+      logging.info("eval (EMA): %s", self._summary(ema, headline))
     return values
+
+  def _summary(self, values: dict[str, Any], headline: str) -> str:
+    return ", ".join(f"{part} test {headline} {values[f'{part}_test_{headline}']:.4f}"
+                     for part in self._batches)
 
   def scores(self, params, batch_stats) -> dict[str, Any]:
     """`{source,target}_test_<name>` of the task's metrics for these variables."""
@@ -152,6 +158,31 @@ class Evaluator:
                        "true_classes": true_classes, "boxes": boxes, "scores": scores,
                        "classes": classes})
     return images
+
+  @functools.cached_property
+  def _target_train_batches(self) -> list:
+    """Every row of the target's training split, its label keys dropped."""
+    experiment = self._experiment
+    config = experiment.config
+    hidden = experiment.target_info.label_keys
+    return [experiment.global_batch({k: v for k, v in batch.items() if k not in hidden})
+            for batch in data.eval_batches(
+                config.target, "train", batch_size=config.eval_batch_size,
+                preprocess=experiment.preprocess, data_dir=config.data_dir,
+                buckets=experiment.buckets)]
+
+  def target_train_outputs(self, state) -> tuple[jax.Array, jax.Array]:
+    """(features [n, D], logits [n, C]) of the model (inference mode) on the
+    target's whole training split, in its order: what `TargetLabels` reads."""
+    params, batch_stats = state.params["model"], state.batch_stats
+    domain = jnp.int32(DOMAIN_IDS["target"])
+    features, logits = [], []
+    for batch in self._target_train_batches:
+      outputs = self._outputs(params, batch_stats, batch, domain)
+      features.append(outputs["features"])
+      logits.append(outputs["logits"])
+    rows = self._experiment.target_info.split_sizes["train"]
+    return (jnp.concatenate(features)[:rows], jnp.concatenate(logits)[:rows])
 
   @functools.cached_property
   def _validation_batches(self) -> dict[str, list]:

@@ -17,6 +17,7 @@ from xdomain.methods import feature_penalties
 from xdomain.methods import fixmatch
 from xdomain.methods import mean_teacher
 from xdomain.methods import pretrain
+from xdomain.methods import source_free
 from xdomain.methods import statistics
 from xdomain.methods import target_structure
 from xdomain.methods import teacher
@@ -51,6 +52,7 @@ METHODS = {
     "bsp": feature_penalties.make_bsp,
     "afn": feature_penalties.make_afn,
     "fixmatch": fixmatch.make_fixmatch,
+    "shot": source_free.make_shot,
 }
 
 # Methods whose step runs a teacher on the target.
@@ -96,6 +98,9 @@ def validate_config(config: Config, task: str) -> None:
                       f" is {task}: use --method=mean_teacher.")
   if config.method == "lm_pretrain":
     pretrain.validate_config(config, task)
+  if config.method == "shot":
+    source_free.validate_config(config, task)
+  check_non_negative(config, "shot_pseudo_weight", "shot_refresh_every")
   check_positive(config, "mdd_margin", "afn_delta")
   check_non_negative(config, "bsp_weight", "afn_radius")
   if config.bsp_weight and config.method not in ("bsp", "dann", "cdan"):

@@ -31,12 +31,13 @@ class Outputs:
 
   Classifiers give logits [B, C] and features [B, D]; taggers give per-token
   logits [B, L, C] and features [B, L, D] with `*_mask` [B, L] marking real
-  tokens (None for classifiers).
+  tokens (None for classifiers). The `source_*` fields are None in a
+  source-free run (`Method.uses_source`).
   """
 
-  source_logits: jax.Array
-  source_features: jax.Array
-  source_labels: jax.Array
+  source_logits: jax.Array | None
+  source_features: jax.Array | None
+  source_labels: jax.Array | None
   source_mask: jax.Array | None
   target_logits: jax.Array | None = None
   target_features: jax.Array | None = None
@@ -45,6 +46,8 @@ class Outputs:
   teacher_target_logits: jax.Array | None = None
   # The method's running statistics, updated with this batch (`Statistics`).
   statistics: Any = None
+  # The labels that `TargetLabels` gave the target rows of this batch.
+  target_labels: jax.Array | None = None
 
 
 TermsFn = Callable[[Outputs, Params, jax.Array, jax.Array], Mapping[str, jax.Array]]
@@ -101,6 +104,27 @@ class Statistics:
   log: Callable[[Params], Mapping[str, jax.Array]]
 
 
+@dataclasses.dataclass(frozen=True)
+class TargetLabels:
+  """Labels of every row of the target's training split, recomputed from the
+  model by a pass over the whole split (e.g. SHOT's centroid pseudo-labels).
+
+  The pass runs before the first step and then every `every` steps, with the
+  model in inference mode. The labels live in
+  `TrainState.untrained['target_labels']` (int32 [rows], checkpointed, so a
+  resumed run continues with the same labels), and the terms read those of the
+  batch's target rows as `Outputs.target_labels`.
+
+  Attributes:
+    every: steps between passes.
+    compute: `(features [n, D], logits [n, C]) -> int32 [n]`, the labels of
+      the split's rows in its order.
+  """
+
+  every: int
+  compute: Callable[[jax.Array, jax.Array], jax.Array]
+
+
 def _no_terms(outputs, aux_params, rng, step):
   del outputs, aux_params, rng, step
   return {}
@@ -137,6 +161,11 @@ class Method:
     task_weight: weight of the source task loss (0 for pure pretraining).
     statistics: `Statistics` that the terms read (e.g. IWDAN's estimate of
       the target's class proportions), or None.
+    uses_source: False for a source-free method (SHOT): the run never opens
+      the source domain's data; batches and outputs hold the target only, and
+      there is no task loss.
+    target_labels: `TargetLabels` of the target's training rows that the
+      terms read, or None.
   """
 
   name: str
@@ -153,6 +182,8 @@ class Method:
   model_terms: ModelTermsFn | None = None
   task_weight: float = 1.0
   statistics: Statistics | None = None
+  uses_source: bool = True
+  target_labels: TargetLabels | None = None
 
 
 # --adapt_schedule: config -> lambda(step), from 0 (or adapt_weight) up to adapt_weight.

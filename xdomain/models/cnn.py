@@ -21,18 +21,23 @@ DOMAINS = {"source": 0, "target": 1}
 
 
 class SeedCNNBackbone(nn.Module):
-  """Conv32 3x3 ReLU, max-pool 2, Conv64 3x3 ReLU, max-pool 2, Dense 128 ReLU."""
+  """Conv32 3x3 ReLU, max-pool 2, Conv64 3x3 ReLU, max-pool 2, Dense 128 ReLU
+  (then the optional `bottleneck`)."""
   feature_size: int = 128
+  bottleneck_size: int = 0
 
   @nn.compact
   def __call__(self, images, *, train: bool = False):
-    del train  # no dropout or batch norm in the backbone
     x = nn.relu(nn.Conv(32, (3, 3), padding="VALID", name="conv_0")(images))
     x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = nn.relu(nn.Conv(64, (3, 3), padding="VALID", name="conv_1")(x))
     x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape(x.shape[0], -1)
-    return nn.relu(nn.Dense(self.feature_size, name="dense")(x))
+    x = nn.relu(nn.Dense(self.feature_size, name="dense")(x))
+    if self.bottleneck_size:
+      x = bottleneck(x, self.bottleneck_size, None, train=train, domain_specific=False,
+                     momentum=0.9)
+    return x
 
 
 class SeedCNN(nn.Module):
@@ -44,14 +49,20 @@ class SeedCNN(nn.Module):
     num_classes: number of classes.
     dropout_rate: dropout on the 128 features before the head (0 = none, as
       in the original).
+    weight_norm_head: weight-normalise the classifier (SHOT's source model).
+    bottleneck_size: > 0 adds a Dense layer of this size with batch norm after
+      the 128 features (`bottleneck`; SHOT's source model); its outputs are
+      the features.
   """
   num_classes: int
   dropout_rate: float = 0.0
+  weight_norm_head: bool = False
+  bottleneck_size: int = 0
 
   def setup(self):
-    self.backbone = SeedCNNBackbone()
-    self.head = heads.ClassifierHead(self.num_classes,
-                                     dropout_rate=self.dropout_rate)
+    self.backbone = SeedCNNBackbone(bottleneck_size=self.bottleneck_size)
+    self.head = heads.ClassifierHead(self.num_classes, dropout_rate=self.dropout_rate,
+                                     weight_norm=self.weight_norm_head)
 
   def features(self, images, *, train: bool = False):
     """Features [B, 128] of images [B, H, W, C]."""
@@ -156,6 +167,15 @@ def _normalize(x, domain, *, train: bool, domain_specific: bool, momentum: float
                       name=name)(x)
 
 
+def bottleneck(x, size: int, domain, *, train: bool, domain_specific: bool, momentum: float):
+  """SHOT's bottleneck: Dense `size`, then batch norm and no nonlinearity, so
+  the features are centred (their cosine clusters give SHOT's pseudo-labels).
+  Parameters `bottleneck` and `bottleneck_norm` of the calling module."""
+  x = nn.Dense(size, name="bottleneck")(x)
+  return _normalize(x, domain, train=train, domain_specific=domain_specific,
+                    momentum=momentum, name="bottleneck_norm")
+
+
 class ResNetBlock(nn.Module):
   """Basic residual block: two 3x3 convs with batch norm, projection shortcut."""
   features: int
@@ -181,11 +201,13 @@ class ResNetBlock(nn.Module):
 
 
 class ResNetBackbone(nn.Module):
-  """CIFAR-style ResNet: 3x3 stem, stages of basic blocks, global average pool."""
+  """CIFAR-style ResNet: 3x3 stem, stages of basic blocks, global average pool
+  (then the optional `bottleneck`)."""
   stage_sizes: Sequence[int] = (3, 3, 3)
   width: int = 16
   domain_specific_bn: bool = False
   bn_momentum: float = 0.9
+  bottleneck_size: int = 0
 
   @nn.compact
   def __call__(self, images, domain, *, train: bool = False):
@@ -200,7 +222,11 @@ class ResNetBackbone(nn.Module):
             domain_specific_bn=self.domain_specific_bn,
             bn_momentum=self.bn_momentum,
             name=f"stage_{i}_block_{j}")(x, domain, train=train)
-    return jnp.mean(x, axis=(1, 2))
+    x = jnp.mean(x, axis=(1, 2))
+    if self.bottleneck_size:
+      x = bottleneck(x, self.bottleneck_size, domain, train=train,
+                     domain_specific=self.domain_specific_bn, momentum=self.bn_momentum)
+    return x
 
 
 class ResNet(nn.Module):
@@ -233,6 +259,10 @@ class ResNet(nn.Module):
     domain_specific_bn: separate source/target batch-norm statistics.
     bn_momentum: decay of the running averages.
     dropout_rate: dropout on the features before the head.
+    weight_norm_head: weight-normalise the classifier (SHOT's source model).
+    bottleneck_size: > 0 adds a Dense layer of this size with batch norm after
+      the pooled features (`bottleneck`; SHOT's source model); its outputs
+      are the features.
   """
   num_classes: int
   stage_sizes: Sequence[int] = (3, 3, 3)
@@ -240,13 +270,15 @@ class ResNet(nn.Module):
   domain_specific_bn: bool = False
   bn_momentum: float = 0.9
   dropout_rate: float = 0.0
+  weight_norm_head: bool = False
+  bottleneck_size: int = 0
 
   def setup(self):
     self.backbone = ResNetBackbone(
         tuple(self.stage_sizes), self.width, self.domain_specific_bn,
-        self.bn_momentum)
-    self.head = heads.ClassifierHead(self.num_classes,
-                                     dropout_rate=self.dropout_rate)
+        self.bn_momentum, self.bottleneck_size)
+    self.head = heads.ClassifierHead(self.num_classes, dropout_rate=self.dropout_rate,
+                                     weight_norm=self.weight_norm_head)
 
   def features(self, images, *, train: bool = False, domain=None):
     """Features [B, D] of images [B, H, W, C] (see the class docstring for `domain`)."""

@@ -15,10 +15,13 @@ class ClassifierHead(nn.Module):
     num_classes: number of classes (or tags).
     hidden_sizes: optional hidden layers before the output layer.
     dropout_rate: dropout on the head's inputs and hidden layers.
+    weight_norm: weight-normalise the output layer (`WeightNormDense`, SHOT's
+      source hypothesis).
   """
   num_classes: int
   hidden_sizes: Sequence[int] = ()
   dropout_rate: float = 0.0
+  weight_norm: bool = False
 
   @nn.compact
   def __call__(self, features, *, train: bool = False):
@@ -30,7 +33,36 @@ class ClassifierHead(nn.Module):
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
       x = nn.relu(nn.Dense(size, name=f"hidden_{k}")(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    if self.weight_norm:
+      return WeightNormDense(self.num_classes, name="logits")(x)
     return nn.Dense(self.num_classes, name="logits")(x)
+
+
+class WeightNormDense(nn.Module):
+  r"""Dense layer with weight normalisation: each output unit's weight vector
+  is a learned length times a unit direction.
+
+  .. math::
+    y_k = g_k \frac{v_k^\top x}{\lVert v_k \rVert} + b_k
+
+  Parameters `direction` (v, [D, features]), `scale` (g, [features]; initialised
+  to the initial columns' norms, so the layer starts as the Dense layer with
+  kernel v) and `bias`. SHOT freezes this layer as the source hypothesis.
+
+  References:
+    Salimans & Kingma, "Weight Normalization", NeurIPS 2016.
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, x):
+    direction = self.param("direction", nn.initializers.lecun_normal(),
+                           (x.shape[-1], self.features))
+    scale = self.param("scale", lambda rng, shape: jnp.linalg.norm(direction, axis=0),
+                       (self.features,))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    kernel = direction * (scale / jnp.linalg.norm(direction, axis=0))
+    return x @ kernel.astype(x.dtype) + bias
 
 
 class DomainDiscriminator(nn.Module):

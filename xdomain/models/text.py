@@ -106,6 +106,7 @@ class TextCNN(nn.Module):
     widths: convolution widths.
     num_filters: filters per width.
     dropout_rate: dropout on the features before the head.
+    weight_norm_head: weight-normalise the classifier (SHOT's source model).
 
   References:
     Kim. Convolutional Neural Networks for Sentence Classification. EMNLP 2014.
@@ -116,12 +117,13 @@ class TextCNN(nn.Module):
   widths: Sequence[int] = (3, 4, 5)
   num_filters: int = 100
   dropout_rate: float = 0.5
+  weight_norm_head: bool = False
 
   def setup(self):
     self.backbone = TextCNNBackbone(self.vocab_size, self.embed_dim,
                                     tuple(self.widths), self.num_filters)
-    self.head = heads.ClassifierHead(self.num_classes,
-                                     dropout_rate=self.dropout_rate)
+    self.head = heads.ClassifierHead(self.num_classes, dropout_rate=self.dropout_rate,
+                                     weight_norm=self.weight_norm_head)
 
   def features(self, tokens, lengths, *, train: bool = False):
     """Features [B, len(widths) * num_filters]."""
@@ -193,6 +195,7 @@ class RNNClassifier(nn.Module):
     pooling: 'last', 'mean' or 'max'.
     dropout_rate: dropout on embeddings, between layers and before the head.
     head_hidden_sizes: hidden layers of the head.
+    weight_norm_head: weight-normalise the classifier (SHOT's source model).
   """
   vocab_size: int
   num_classes: int
@@ -204,6 +207,7 @@ class RNNClassifier(nn.Module):
   pooling: str = "last"
   dropout_rate: float = 0.0
   head_hidden_sizes: Sequence[int] = ()
+  weight_norm_head: bool = False
 
   def setup(self):
     if self.vocab_size < 1:
@@ -212,7 +216,8 @@ class RNNClassifier(nn.Module):
         self.vocab_size, self.embed_dim, self.cell, self.hidden_size,
         self.num_layers, self.bidirectional, self.pooling, self.dropout_rate)
     self.head = heads.ClassifierHead(
-        self.num_classes, tuple(self.head_hidden_sizes), self.dropout_rate)
+        self.num_classes, tuple(self.head_hidden_sizes), self.dropout_rate,
+        weight_norm=self.weight_norm_head)
 
   def features(self, tokens, lengths, *, train: bool = False):
     """Pooled features [B, hidden_size * (2 if bidirectional else 1)]."""
@@ -249,6 +254,7 @@ class RowRNNClassifier(nn.Module):
     bidirectional: add a backward direction (bottom row to top).
     pooling: 'last', 'mean' or 'max' over rows.
     dropout_rate: dropout on the rows, between layers and before the head.
+    weight_norm_head: weight-normalise the classifier (SHOT's source model).
   """
   num_classes: int
   cell: str = "lstm"
@@ -257,13 +263,14 @@ class RowRNNClassifier(nn.Module):
   bidirectional: bool = False
   pooling: str = "last"
   dropout_rate: float = 0.0
+  weight_norm_head: bool = False
 
   def setup(self):
     self.backbone = RNNBackbone(
         0, 0, self.cell, self.hidden_size, self.num_layers, self.bidirectional,
         self.pooling, self.dropout_rate)
-    self.head = heads.ClassifierHead(self.num_classes,
-                                     dropout_rate=self.dropout_rate)
+    self.head = heads.ClassifierHead(self.num_classes, dropout_rate=self.dropout_rate,
+                                     weight_norm=self.weight_norm_head)
 
   def features(self, images, *, train: bool = False):
     """Features [B, hidden_size * (2 if bidirectional else 1)]."""

@@ -120,12 +120,18 @@ class Task:
     raise NotImplementedError(f"the {self.name} task has no strong augmentation.")
 
   def supervised_loss(self, spec: ModelSpec, model, variables, logits: jax.Array,
-                      labels: jax.Array, mask: jax.Array | None):
-    """(mean loss, correct, count) over the labelled examples (or positions)."""
+                      labels: jax.Array, mask: jax.Array | None, *,
+                      label_smoothing: float = 0.0):
+    """(mean loss, correct, count) over the labelled examples (or positions);
+    cross-entropy against labels smoothed by `label_smoothing`."""
     if spec.task_loss is not None:  # e.g. a CRF's negative log-likelihood
       return spec.task_loss(model, variables, logits, labels, mask)
-    per_example = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), labels)
+    if label_smoothing:
+      targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+      per_example = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+    else:
+      per_example = optax.softmax_cross_entropy_with_integer_labels(
+          logits.astype(jnp.float32), labels)
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     if mask is None:
       return jnp.mean(per_example), jnp.sum(correct), jnp.float32(labels.size)

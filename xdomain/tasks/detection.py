@@ -98,9 +98,10 @@ class Detection(base.Task):
     return jnp.ones((images.shape[0], num_locations), bool)
 
   def supervised_loss(self, spec, model, variables, logits: jax.Array, labels: jax.Array,
-                      mask: jax.Array | None):
-    """(focal + GIoU + centre-ness, correctly classified positives, positives)."""
-    del spec, model, variables, mask
+                      mask: jax.Array | None, *, label_smoothing: float = 0.0):
+    """(focal + GIoU + centre-ness, correctly classified positives, positives);
+    `label_smoothing` is 0 (`zoo.validate_config`)."""
+    del spec, model, variables, mask, label_smoothing
     terms = fcos.fcos_loss(logits, labels)
     return (terms["focal"] + terms["giou"] + terms["centerness"], terms["correct"],
             terms["positives"])

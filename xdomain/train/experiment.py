@@ -124,11 +124,12 @@ class Experiment:
 
   def training_loader(self) -> data.CrossDomainLoader:
     """The labelled stream (less its --source_val_fraction) beside the
-    unlabelled target."""
+    unlabelled target; the target alone for a source-free method."""
     config = self.config
     few_labels = config.target_labelled_fraction > 0
     return data.CrossDomainLoader(
-        self.labelled_domain, config.target, batch_size=config.batch_size,
+        self.labelled_domain if self.method.uses_source else None, config.target,
+        target_index=self.method.target_labels is not None, batch_size=config.batch_size,
         preprocess=self.preprocess, seed=config.seed, data_dir=config.data_dir,
         buckets=self.buckets,
         source_fraction=config.target_labelled_fraction if few_labels else 1.0,
@@ -173,7 +174,23 @@ class Experiment:
     """The freshly initialised state (random weights), replicated."""
     init = functools.partial(step_lib.init_state, self.model, self.spec, self.task,
                              self.method, self.tx, self.task.sample_part(self.config))
-    return jax.jit(init, out_shardings=self.replicated)(self.init_rng)
+    state = jax.jit(init, out_shardings=self.replicated)(self.init_rng)
+    if self.method.target_labels is not None:  # filled by the first refresh
+      rows = self.target_info.split_sizes["train"]
+      labels = jax.device_put(np.zeros(rows, np.int32), self.replicated)
+      state = state.replace(untrained=dict(state.untrained, target_labels=labels))
+    return state
+
+  def refresh_target_labels(self, state: step_lib.TrainState) -> step_lib.TrainState:
+    """`state` with the method's `TargetLabels` recomputed from its model over
+    the target's whole training split (labels never read)."""
+    features, logits = self.evaluator.target_train_outputs(state)
+    labels = self._compute_target_labels(features, logits)
+    return state.replace(untrained=dict(state.untrained, target_labels=labels))
+
+  @functools.cached_property
+  def _compute_target_labels(self):
+    return jax.jit(self.method.target_labels.compute, out_shardings=self.replicated)
 
   def prepare_state(self) -> step_lib.TrainState:
     """`init_state` with `--init_from`/`--restore`, the L2-SP anchor and the

@@ -197,7 +197,8 @@ def _train(experiment: Experiment, state, loader, manager, meta, writer, start_s
            preempted: Callable[[int], bool]) -> dict[str, Any]:
   config = experiment.config
   evaluator, train_step = experiment.evaluator, experiment.train_step
-  examples_per_step = config.batch_size * (2 if experiment.method.uses_target else 1)
+  method = experiment.method
+  examples_per_step = config.batch_size * (int(method.uses_source) + int(method.uses_target))
   step = start_step
   if step >= config.steps:
     logging.info("The checkpoint is at step %d >= --steps=%d: evaluating only.",
@@ -217,6 +218,10 @@ def _train(experiment: Experiment, state, loader, manager, meta, writer, start_s
   pending: list[dict] = []
   interval_started, interval_steps = time.time(), 0
   while True:
+    # Before the step, so a run resumed at this step recomputes them as an
+    # unbroken run does.
+    if method.target_labels is not None and step % method.target_labels.every == 0:
+      state = experiment.refresh_target_labels(state)
     shapes = _shapes(batch)
     if shapes not in compiled:
       compile_started = time.time()
@@ -289,7 +294,8 @@ def _average(pending: list[dict], step: int) -> dict[str, float]:
             for name in fetched[0] if not name.startswith("source_train_") and name != "finite"}
   correct = sum(float(m["source_train_correct"]) for m in fetched)
   count = sum(float(m["source_train_count"]) for m in fetched)
-  values["source_train_accuracy"] = correct / count
+  if count:  # none in a source-free run
+    values["source_train_accuracy"] = correct / count
   return values
 
 

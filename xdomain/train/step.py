@@ -98,7 +98,9 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
   reads as themselves (`task.teacher_view`, `--teacher_unseen_as_unk`).
 
   The model runs once over the source and target parts together (batch norm
-  sees both domains, as in the reference implementations). A step whose loss
+  sees both domains, as in the reference implementations); a source-free
+  method (`Method.uses_source` False) has batches of the target part only
+  and no task loss. A step whose loss
   or any term is not finite leaves the state unchanged and reports
   `finite = False`; the loop stops the run there, naming the term.
   """
@@ -106,13 +108,16 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
   def train_step(state: TrainState, batch: Batch, rng: jax.Array):
     rng = jax.random.fold_in(rng, state.step)
     dropout_rng, method_rng, view_rng = jax.random.split(rng, 3)
-    source, target = batch["source"], batch["target"]
-    source_labels = source[task.label_key]
-    source_mask = task.mask(source)
-    # Its own stream, so the other random draws match runs without it.
-    source_inputs = task.labelled_view(
-        task.model_inputs(source), jax.random.fold_in(rng, _LABELLED_VIEW_STREAM), config)
-    num_source = source_inputs[0].shape[0]
+    source, target = batch.get("source"), batch["target"]
+    source_labels = source_mask = source_inputs = None
+    num_source = 0
+    if method.uses_source:
+      source_labels = source[task.label_key]
+      source_mask = task.mask(source)
+      # Its own stream, so the other random draws match runs without it.
+      source_inputs = task.labelled_view(
+          task.model_inputs(source), jax.random.fold_in(rng, _LABELLED_VIEW_STREAM), config)
+      num_source = source_inputs[0].shape[0]
 
     def loss_fn(params):
       variables = {"params": params["model"]}
@@ -126,7 +131,8 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
         else:
           teacher_inputs = target_inputs
         teacher_inputs = task.teacher_view(teacher_inputs, teacher_vocabulary)
-        inputs = task.join(source_inputs, target_inputs)
+        inputs = (target_inputs if source_inputs is None
+                  else task.join(source_inputs, target_inputs))
         num_target = target_inputs[0].shape[0]
       else:
         target_inputs, inputs, num_target = None, source_inputs, None
@@ -138,8 +144,12 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
         outputs = Outputs(source_logits=logits, source_features=features,
                           source_labels=source_labels, source_mask=source_mask)
       else:
-        source_logits, target_logits = task.split(logits, num_source, source, target)
-        source_features, target_features = task.split(features, num_source, source, target)
+        if source_inputs is None:
+          source_logits = source_features = None
+          target_logits, target_features = logits, features
+        else:
+          source_logits, target_logits = task.split(logits, num_source, source, target)
+          source_features, target_features = task.split(features, num_source, source, target)
         teacher_logits = None
         if method.teacher is not None:
           teacher_logits = method.teacher.logits(
@@ -155,14 +165,20 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
             source_logits=source_logits, source_features=source_features,
             source_labels=source_labels, source_mask=source_mask,
             target_logits=target_logits, target_features=target_features,
-            target_mask=task.mask(target), teacher_target_logits=teacher_logits)
+            target_mask=task.mask(target), teacher_target_logits=teacher_logits,
+            target_labels=(state.untrained["target_labels"][target["index"]]
+                           if method.target_labels is not None else None))
       statistics = None
       if method.statistics is not None:
         statistics = method.statistics.update(state.untrained["statistics"],
                                               jax.lax.stop_gradient(outputs))
         outputs = outputs.replace(statistics=statistics)
-      task_loss, correct, count = task.supervised_loss(
-          spec, model, variables, outputs.source_logits, source_labels, source_mask)
+      if method.uses_source:
+        task_loss, correct, count = task.supervised_loss(
+            spec, model, variables, outputs.source_logits, source_labels, source_mask,
+            label_smoothing=config.label_smoothing)
+      else:
+        task_loss, correct, count = jnp.float32(0.0), jnp.float32(0.0), jnp.float32(0.0)
       terms = dict(method.terms(outputs, params["aux"], method_rng, state.step))
       if method.model_terms is not None:  # e.g. language modelling on both domains
         terms.update(method.model_terms(model, variables, inputs, params["aux"],
