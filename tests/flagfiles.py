@@ -78,3 +78,17 @@ def config_from_flagfile(path: str, **overrides) -> Config:
   _MAIN.flags.FLAGS.unparse_flags()
   _MAIN.flags.FLAGS(argv)
   return _MAIN.config_from_flags()
+
+
+def with_upstreams(flagfile: str, overrides: dict, folder) -> dict:
+  """`overrides` plus `--<flag>=<workdir>` for each run that `flagfile`'s
+  `# upstream:` lines name (e.g. SHOT's source stage), each made first, with
+  the same overrides, in `<folder>/upstream/<flag>`."""
+  from xdomain.train import train_and_evaluate
+  overrides = dict(overrides)
+  for flag, upstream in upstreams(flagfile).items():
+    workdir = os.path.join(str(folder), "upstream", flag)
+    train_and_evaluate(config_from_flagfile(upstream, **overrides), workdir,
+                       devices=smoke_devices())
+    overrides[flag] = workdir
+  return overrides

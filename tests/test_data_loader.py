@@ -212,3 +212,22 @@ def test_process_defaults_come_from_jax(data_dir):
                                     data_dir=data_dir, process_index=0, process_count=1))
   assert default["image"].shape == (64, 8, 8, 1)
   np.testing.assert_array_equal(default["image"], explicit["image"])
+
+
+def test_source_free_stream_is_the_target_part_alone_with_row_indices(data_dir, monkeypatch):
+  plain = data.ImagePreprocess()  # no augmentation: the images are the rows themselves
+  with_source = _take(_loader(data_dir, preprocess=plain), 3)
+  opened = []
+  load = domains.load_domain
+  monkeypatch.setattr(domains, "load_domain",
+                      lambda name, split, **kw: opened.append(name) or load(name, split, **kw))
+  source_free = _take(_loader(data_dir, preprocess=plain, source=None, target_index=True), 3)
+  assert opened == ["digits/mnist_m"]  # the source domain is never read
+  rows = plain.prepare(load("digits/mnist_m", "train", data_dir=data_dir))
+  for a, b in zip(with_source, source_free):
+    assert list(b) == ["target"]
+    assert sorted(b["target"]) == ["image", "index"]
+    # The same target rows in the same order: the two streams are seeded alike.
+    np.testing.assert_array_equal(a["target"]["image"], b["target"]["image"])
+    assert b["target"]["index"].dtype == np.int32
+    np.testing.assert_array_equal(b["target"]["image"], rows["image"][b["target"]["index"]])

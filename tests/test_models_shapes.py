@@ -168,3 +168,41 @@ def test_resnet_domain_specific_batch_norm():
 def test_errors_name_the_argument(call, message):
   with pytest.raises(ValueError, match=message):
     call()
+
+
+def test_weight_norm_layer_matches_numpy_and_starts_as_its_dense_layer():
+  from xdomain.models.heads import WeightNormDense
+  layer = WeightNormDense(3)
+  x = jax.random.normal(jax.random.key(0), (5, 4))
+  params = layer.init(jax.random.key(1), x)["params"]
+  v = np.asarray(params["direction"])
+  np.testing.assert_allclose(params["scale"], np.linalg.norm(v, axis=0), rtol=1e-6)
+  np.testing.assert_allclose(layer.apply({"params": params}, x), np.asarray(x) @ v, rtol=1e-5,
+                             atol=1e-6)
+  g, b = np.array([0.5, 2.0, 1.0], np.float32), np.array([0.1, -0.2, 0.3], np.float32)
+  params = {"direction": jnp.asarray(3.0 * v), "scale": jnp.asarray(g), "bias": jnp.asarray(b)}
+  expected = np.asarray(x) @ (v / np.linalg.norm(v, axis=0) * g) + b
+  np.testing.assert_allclose(layer.apply({"params": params}, x), expected, rtol=1e-5, atol=1e-6)
+  # Only the directions' angles count, not their lengths: no gradient along v.
+  grad = jax.grad(lambda d: jnp.sum(layer.apply(
+      {"params": dict(params, direction=d)}, x) ** 2))(params["direction"])
+  np.testing.assert_allclose(np.sum(grad * params["direction"], axis=0), 0.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("model", ["seed_cnn", "resnet"])
+def test_shot_model_has_a_normalised_bottleneck_and_a_weight_normalised_head(model):
+  from xdomain.config import Config
+  from xdomain.models import zoo
+  config = Config(model=model, weight_norm_head=True, bottleneck_size=6)
+  net = zoo.MODELS[model].build(config, 10)
+  images = jax.random.normal(jax.random.key(0), (4, 16, 16, 1))
+  variables = net.init(jax.random.key(1), images)
+  assert set(variables["params"]["head"]["logits"]) == {"direction", "scale", "bias"}
+  assert variables["params"]["backbone"]["bottleneck"]["kernel"].shape[1] == 6
+  assert "bottleneck_norm" in variables["batch_stats"]["backbone"]
+  (logits, features), updates = net.apply(variables, images, train=True, return_features=True,
+                                          mutable=["batch_stats"])
+  assert logits.shape == (4, 10) and features.shape == (4, 6)
+  # Batch norm, no nonlinearity: in training the features are centred per unit.
+  np.testing.assert_allclose(np.mean(np.asarray(features), axis=0), 0.0, atol=1e-4)
+  assert np.any(np.asarray(features) < 0)

@@ -61,3 +61,19 @@ def test_warp_clips_what_leaves_the_frame():
   edge[:, :, -1] = 1.0
   views = np.asarray(strong_view(edge, jax.random.key(7)))
   assert np.all(np.isfinite(views)) and np.abs(views).max() < 3.0
+
+
+def test_label_smoothing_is_cross_entropy_against_smoothed_targets():
+  from xdomain.models import zoo
+  logits = jax.random.normal(jax.random.key(0), (6, 4)) * 3
+  labels = jnp.array([0, 1, 2, 3, 0, 1])
+  task, spec = ic.ImageClassification(), zoo.MODELS["seed_cnn"]
+  loss, correct, count = task.supervised_loss(spec, None, None, logits, labels, None,
+                                              label_smoothing=0.2)
+  log_p = np.asarray(jax.nn.log_softmax(logits))
+  targets = 0.8 * np.eye(4)[np.asarray(labels)] + 0.2 / 4
+  np.testing.assert_allclose(loss, -np.mean(np.sum(targets * log_p, axis=1)), rtol=1e-5)
+  assert count == 6 and correct == np.sum(np.argmax(log_p, 1) == np.asarray(labels))
+  plain, _, _ = task.supervised_loss(spec, None, None, logits, labels, None)
+  np.testing.assert_allclose(plain, -np.mean(log_p[np.arange(6), np.asarray(labels)]),
+                             rtol=1e-5)

@@ -47,7 +47,8 @@ def test_every_task_has_flag_files():
 
 @pytest.mark.parametrize("flagfile", TEXT_FLAG_FILES)
 def test_text_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
-  config = flagfiles.config_from_flagfile(flagfile, **TINY, data_dir=data_dir)
+  overrides = flagfiles.with_upstreams(flagfile, dict(TINY, data_dir=data_dir), tmp_path)
+  config = flagfiles.config_from_flagfile(flagfile, **overrides)
   if config.source.startswith("conll:"):
     # The fixture's files replace the flag file's path; its '@...' suffix, which
     # relabels the CoNLL types into the target's tags, is kept.

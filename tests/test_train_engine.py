@@ -47,8 +47,10 @@ def assert_trees_close(a, b, **tolerance):
 @pytest.mark.parametrize("flagfile",
                          flagfiles.flag_files("digits") + flagfiles.flag_files("mnist_m"))
 def test_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
-  config = flagfiles.config_from_flagfile(flagfile, **flagfiles.SMOKE_OVERRIDES,
-                                          data_dir=data_dir)
+  overrides = flagfiles.with_upstreams(
+      flagfile, dict(flagfiles.SMOKE_OVERRIDES, data_dir=data_dir), tmp_path)
+  tmp_path = tmp_path / "run"
+  config = flagfiles.config_from_flagfile(flagfile, **overrides)
   validate_config(config)
   results = train_and_evaluate(config, str(tmp_path),
                                devices=flagfiles.smoke_devices())

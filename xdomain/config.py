@@ -143,8 +143,8 @@ class Config:
       "Classifiers: weight-normalise the output layer (SHOT's source model; --method=shot "
       "needs a run made with it).")
   bottleneck_size: int = _flag(0,
-      "CNNs: > 0 adds a Dense layer of this size with batch norm after the features (SHOT's "
-      "bottleneck, 256 in the paper); 0: none.")
+      "Classifiers: > 0 adds a Dense layer of this size with batch norm after the features "
+      "(SHOT's bottleneck, 256 in the paper); 0: none.")
   label_smoothing: float = _flag(0.0,
       "Smooth the labels of the supervised cross-entropy by this much (SHOT's source stage: "
       "0.1).")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -263,6 +264,20 @@ def check_vocabulary(other: str, workdir: str, flag: str) -> None:
         " vocabulary flags in both runs.")
 
 
+def adopt_vocabulary(run: str, workdir: str, *, write: bool) -> None:
+  """Copies the vocabulary of the text run `run` into `workdir`, if it has none.
+
+  A source-free run cannot build its vocabulary from the source's text, and
+  its restored embeddings need the source run's token ids anyway. Image runs
+  (no vocabulary file) are left alone; so is a workdir that has one (a resumed
+  run), which `text_pipeline.experiment_vocabulary` then checks.
+  """
+  source, own = (os.path.join(d, VOCAB_FILE) for d in (workdir_of(run), workdir))
+  if write and os.path.isfile(source) and not os.path.exists(own):
+    shutil.copyfile(source, own + ".partial")
+    os.replace(own + ".partial", own)  # never a half-written vocabulary
+
+
 def prepare_state(config: Config, method, state, sharding: jax.sharding.Sharding, *,
                   workdir: str | None = None):
   """Applies `--init_from`/`--restore` to a fresh state and fills `state.untrained`.
@@ -286,7 +301,7 @@ def prepare_state(config: Config, method, state, sharding: jax.sharding.Sharding
   if workdir is not None:
     for flag in ("init_from", "teacher"):
       if getattr(config, flag):
-        check_vocabulary(_workdir_of(getattr(config, flag)), workdir, flag)
+        check_vocabulary(workdir_of(getattr(config, flag)), workdir, flag)
   params, batch_stats = state.params, state.batch_stats
   untrained = dict(state.untrained)  # the method's running statistics, if any
   if config.init_from:
@@ -326,7 +341,7 @@ def prepare_state(config: Config, method, state, sharding: jax.sharding.Sharding
   return jax.device_put(state, sharding)
 
 
-def _workdir_of(path: str) -> str:
+def workdir_of(path: str) -> str:
   """The run's workdir for a workdir, its checkpoints dir, or one checkpoint."""
   path = os.path.normpath(path)
   if os.path.basename(path).isdigit():

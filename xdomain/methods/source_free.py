@@ -19,7 +19,6 @@ source test metrics, no validators that read source rows.
 from __future__ import annotations
 
 import math
-import os
 import re
 
 import jax
@@ -28,6 +27,7 @@ import optax
 
 from xdomain import data
 from xdomain import losses
+from xdomain import transfer
 from xdomain import workdir as workdir_lib
 from xdomain.config import Config
 from xdomain.config import ConfigError
@@ -67,16 +67,6 @@ def make_shot(config: Config) -> base.Method:
                      uses_source=False, target_labels=target_labels)
 
 
-def _run_config(init_from: str) -> dict | None:
-  """The config.json of the run that `--init_from` names (its workdir, or one
-  of its checkpoints, <workdir>/checkpoints/<step>)."""
-  for folder in (init_from, os.path.dirname(os.path.dirname(os.path.normpath(init_from)))):
-    saved = workdir_lib.read_config(folder)
-    if saved is not None:
-      return saved
-  return None
-
-
 def validate_config(config: Config, task: str) -> None:
   """Raises `ConfigError` for a SHOT run that cannot work, naming the fix."""
   if task not in _TASKS:
@@ -85,7 +75,8 @@ def validate_config(config: Config, task: str) -> None:
     raise ConfigError(
         "--method=shot adapts a trained source model: set --init_from=<workdir of a run of"
         f" {SOURCE_FLAGS}> (weight-normalised classifier, smoothed labels).")
-  saved = _run_config(config.init_from)
+  # The config.json of the run that --init_from names (its workdir or a checkpoint).
+  saved = workdir_lib.read_config(transfer.workdir_of(config.init_from))
   if saved is not None and not saved.get("weight_norm_head"):
     raise ConfigError(
         f"--init_from={config.init_from} has no weight-normalised classifier, which SHOT"

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from xdomain.models import cnn
 from xdomain.models import crf as crf_lib
 from xdomain.models import heads
 from xdomain.models import inputs as inputs_lib
@@ -76,22 +77,28 @@ def _conv_max_over_time(x, mask, width: int, num_filters: int, name: str):
 
 
 class TextCNNBackbone(nn.Module):
-  """Embeddings, parallel 1-D convolutions, max over time ignoring padding."""
+  """Embeddings, parallel 1-D convolutions, max over time ignoring padding
+  (then the optional SHOT `bottleneck`). Dropout sits in the head, on the
+  pooled features (as Kim)."""
   vocab_size: int
   embed_dim: int = 128
   widths: Sequence[int] = (3, 4, 5)
   num_filters: int = 100
+  bottleneck_size: int = 0
 
   @nn.compact
   def __call__(self, tokens, lengths, *, train: bool = False):
-    del train  # dropout sits in the head, on the pooled features (as Kim)
     mask = inputs_lib.sequence_mask(jnp.clip(lengths, 0, tokens.shape[1]),
                                     tokens.shape[1])
     x = nn.Embed(self.vocab_size, self.embed_dim, name="embed")(tokens)
     x = jnp.where(mask[..., None], x, 0.0)
-    return jnp.concatenate([
+    x = jnp.concatenate([
         _conv_max_over_time(x, mask, w, self.num_filters, name=f"conv_{w}")
         for w in self.widths], axis=-1)
+    if self.bottleneck_size:
+      x = cnn.bottleneck(x, self.bottleneck_size, None, train=train, domain_specific=False,
+                         momentum=0.9)
+    return x
 
 
 class TextCNN(nn.Module):
@@ -107,6 +114,8 @@ class TextCNN(nn.Module):
     num_filters: filters per width.
     dropout_rate: dropout on the features before the head.
     weight_norm_head: weight-normalise the classifier (SHOT's source model).
+    bottleneck_size: > 0 adds SHOT's bottleneck (Dense + batch norm) to the
+      backbone; its outputs are the features.
 
   References:
     Kim. Convolutional Neural Networks for Sentence Classification. EMNLP 2014.
@@ -118,10 +127,11 @@ class TextCNN(nn.Module):
   num_filters: int = 100
   dropout_rate: float = 0.5
   weight_norm_head: bool = False
+  bottleneck_size: int = 0
 
   def setup(self):
     self.backbone = TextCNNBackbone(self.vocab_size, self.embed_dim,
-                                    tuple(self.widths), self.num_filters)
+                                    tuple(self.widths), self.num_filters, self.bottleneck_size)
     self.head = heads.ClassifierHead(self.num_classes, dropout_rate=self.dropout_rate,
                                      weight_norm=self.weight_norm_head)
 
@@ -142,7 +152,8 @@ class RNNBackbone(nn.Module):
   """Optional embeddings, then a (bi)LSTM/GRU encoder, then pooling.
 
   With `vocab_size` > 0 it reads token ids [B, L]; with 0 it reads float
-  vectors [B, L, D] directly (rows of an image).
+  vectors [B, L, D] directly (rows of an image). `bottleneck_size` > 0 adds
+  SHOT's bottleneck (`cnn.bottleneck`) after the pooling.
   """
   vocab_size: int = 0
   embed_dim: int = 128
@@ -152,6 +163,7 @@ class RNNBackbone(nn.Module):
   bidirectional: bool = True
   pooling: str = "last"
   dropout_rate: float = 0.0
+  bottleneck_size: int = 0
 
   def setup(self):
     _check_choice("cell", self.cell, recurrent.CELLS)
@@ -162,6 +174,9 @@ class RNNBackbone(nn.Module):
         self.cell, self.hidden_size, self.num_layers, self.bidirectional,
         self.dropout_rate)
     self.dropout = nn.Dropout(self.dropout_rate)
+    if self.bottleneck_size:
+      self.bottleneck = nn.Dense(self.bottleneck_size)
+      self.bottleneck_norm = nn.BatchNorm(momentum=0.9)
 
   def encode(self, inputs, lengths, *, train: bool = False):
     """Per-step outputs [B, L, D_out] (0 past each length), final state [B, D_out]."""
@@ -174,7 +189,10 @@ class RNNBackbone(nn.Module):
     outputs, final = self.encode(inputs, lengths, train=train)
     mask = inputs_lib.sequence_mask(jnp.clip(lengths, 0, inputs.shape[1]),
                                     inputs.shape[1])
-    return POOLINGS[self.pooling](outputs, final, mask)
+    pooled = POOLINGS[self.pooling](outputs, final, mask)
+    if self.bottleneck_size:
+      pooled = self.bottleneck_norm(self.bottleneck(pooled), use_running_average=not train)
+    return pooled
 
 
 class RNNClassifier(nn.Module):
@@ -196,6 +214,8 @@ class RNNClassifier(nn.Module):
     dropout_rate: dropout on embeddings, between layers and before the head.
     head_hidden_sizes: hidden layers of the head.
     weight_norm_head: weight-normalise the classifier (SHOT's source model).
+    bottleneck_size: > 0 adds SHOT's bottleneck (Dense + batch norm) to the
+      backbone; its outputs are the features.
   """
   vocab_size: int
   num_classes: int
@@ -208,13 +228,15 @@ class RNNClassifier(nn.Module):
   dropout_rate: float = 0.0
   head_hidden_sizes: Sequence[int] = ()
   weight_norm_head: bool = False
+  bottleneck_size: int = 0
 
   def setup(self):
     if self.vocab_size < 1:
       raise ValueError(f"vocab_size must be >= 1; got {self.vocab_size}.")
     self.backbone = RNNBackbone(
         self.vocab_size, self.embed_dim, self.cell, self.hidden_size,
-        self.num_layers, self.bidirectional, self.pooling, self.dropout_rate)
+        self.num_layers, self.bidirectional, self.pooling, self.dropout_rate,
+        self.bottleneck_size)
     self.head = heads.ClassifierHead(
         self.num_classes, tuple(self.head_hidden_sizes), self.dropout_rate,
         weight_norm=self.weight_norm_head)
@@ -255,6 +277,8 @@ class RowRNNClassifier(nn.Module):
     pooling: 'last', 'mean' or 'max' over rows.
     dropout_rate: dropout on the rows, between layers and before the head.
     weight_norm_head: weight-normalise the classifier (SHOT's source model).
+    bottleneck_size: > 0 adds SHOT's bottleneck (Dense + batch norm) to the
+      backbone; its outputs are the features.
   """
   num_classes: int
   cell: str = "lstm"
@@ -264,11 +288,12 @@ class RowRNNClassifier(nn.Module):
   pooling: str = "last"
   dropout_rate: float = 0.0
   weight_norm_head: bool = False
+  bottleneck_size: int = 0
 
   def setup(self):
     self.backbone = RNNBackbone(
         0, 0, self.cell, self.hidden_size, self.num_layers, self.bidirectional,
-        self.pooling, self.dropout_rate)
+        self.pooling, self.dropout_rate, self.bottleneck_size)
     self.head = heads.ClassifierHead(self.num_classes, dropout_rate=self.dropout_rate,
                                      weight_norm=self.weight_norm_head)
 

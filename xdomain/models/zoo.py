@@ -55,7 +55,7 @@ def _row_rnn(cell: str) -> Callable[[Config, int], nn.Module]:
     return text_models.RowRNNClassifier(
         num_classes, cell=cell, hidden_size=config.hidden_size,
         bidirectional=True, dropout_rate=config.dropout_rate,
-        weight_norm_head=config.weight_norm_head)
+        weight_norm_head=config.weight_norm_head, bottleneck_size=config.bottleneck_size)
   return build
 
 
@@ -70,7 +70,8 @@ def _recurrent_text(cell: str, use_crf: bool = False) -> Callable[..., nn.Module
     return text_models.RNNClassifier(
         vocab_size, num_classes, embed_dim=config.embed_size, cell=cell,
         hidden_size=config.hidden_size, pooling=config.pooling,
-        dropout_rate=config.dropout_rate, weight_norm_head=config.weight_norm_head)
+        dropout_rate=config.dropout_rate, weight_norm_head=config.weight_norm_head,
+        bottleneck_size=config.bottleneck_size)
   return build
 
 
@@ -79,7 +80,8 @@ def _text_cnn(config: Config, num_classes: int, *, vocab_size: int, char_vocab_s
   del char_vocab_size, task  # text classification only (ModelSpec.tasks)
   return text_models.TextCNN(vocab_size, num_classes, embed_dim=config.embed_size,
                              dropout_rate=config.dropout_rate,
-                             weight_norm_head=config.weight_norm_head)
+                             weight_norm_head=config.weight_norm_head,
+                             bottleneck_size=config.bottleneck_size)
 
 
 def _crf_task_loss(model, variables, emissions, tags, mask):
@@ -100,7 +102,6 @@ def _crf_predict(model, variables, emissions, lengths):
 
 
 _IMAGE = ("image_classification",)
-_WITH_BOTTLENECK = ("seed_cnn", "resnet", "resnet_dsbn")
 _TEXT = ("text_classification",)
 
 MODELS: dict[str, ModelSpec] = {
@@ -141,14 +142,12 @@ def validate_config(config: Config, task: str) -> ModelSpec:
         f" choose one of {', '.join(models_for(task))}.")
   check_fraction(config, "label_smoothing")
   check_non_negative(config, "bottleneck_size")
-  if config.bottleneck_size and config.model not in _WITH_BOTTLENECK:
-    raise ConfigError(f"--bottleneck_size is for {', '.join(_WITH_BOTTLENECK)}, not"
-                      f" --model={config.model}.")
   if config.label_smoothing and (spec.task_loss is not None or task == "detection"):
     raise ConfigError(f"--label_smoothing is for a softmax cross-entropy; --model={config.model}"
                       " trains with another loss.")
-  if config.weight_norm_head and task not in ("image_classification", "text_classification"):
-    raise ConfigError(f"--weight_norm_head is for classifiers; --model={config.model} does {task}.")
+  for name in ("weight_norm_head", "bottleneck_size"):
+    if getattr(config, name) and task not in ("image_classification", "text_classification"):
+      raise ConfigError(f"--{name} is for classifiers; --model={config.model} does {task}.")
   if config.char_cnn and task != "tagging":
     raise ConfigError(f"--char_cnn is for taggers; --source={config.source} is {task}.")
   check_choice(config, "pooling", text_models.POOLINGS)

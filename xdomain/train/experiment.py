@@ -102,6 +102,8 @@ class Experiment:
     self.replicated = NamedSharding(self.mesh, P())
 
     self.method = methods.METHODS[config.method](config)
+    if not self.method.uses_source:  # text: it cannot build a vocabulary from the source
+      transfer.adopt_vocabulary(config.init_from, workdir, write=jax.process_index() == 0)
     self.preprocess = self.task.make_preprocess(config, workdir,
                                                 write=jax.process_index() == 0)
     self.buckets = self.task.buckets(config)
