@@ -28,8 +28,8 @@ it) with the same --source, --target, --seed and overrides, into
 `upstream/digits_source_only`), or into its row's workdir when the flag file is
 in the task's folder, and the downstream run gets `--init_from=<that workdir>`
 in place of the path written in the file. Upstream runs are table rows only
-when they are in the task's folder, and `--method=lm_pretrain` runs never are
-(their classifier head is never trained).
+when they are in the task's folder, and pretraining runs (`--method=lm_pretrain`
+or `skipgram`) never are (their classifier head is never trained).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from absl import flags
 from absl import logging
 
 from xdomain import workdir as workdir_lib
+from xdomain.methods import pretrain
 from xdomain.config import Config
 
 _TASK = flags.DEFINE_string("task", "digits", "Folder of flag files under experiments/.")
@@ -284,8 +285,8 @@ def collect(files: list[str], *, task_dir: str, task_root: str, pairs: list[str 
   """Runs every flag file (with its upstreams) for each pair and seed.
 
   Args:
-    files: the flag files, the rows (a `--method=lm_pretrain` file runs but is no
-      row: its classifier head is never trained).
+    files: the flag files, the rows (a pretraining file, lm_pretrain or skipgram,
+      runs but is no row: its classifier head is never trained).
     task_dir: their folder (upstream flag files in it run in their row's workdir).
     task_root: `<root>/<task>`, where the runs go.
     pairs: `source:target` pairs (see `split_pair`); None for each flag file's own
@@ -316,7 +317,7 @@ def collect(files: list[str], *, task_dir: str, task_root: str, pairs: list[str 
                          **pair_extra.get(pair_name, {}))
         logging.info("%s %s seed %s", method, pair_name, seed)
         results, used = run_chain(flagfile, overrides, task_dir=task_dir, pair_dir=pair_dir)
-        if own.get("method") == "lm_pretrain":
+        if own.get("method") in pretrain.PRETRAINED_MODELS:  # no classifier trained
           continue
         if metric not in results:
           raise KeyError(f"{method} ({pair_name}, seed {seed}) has no {metric}; its results"

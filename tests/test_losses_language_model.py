@@ -107,3 +107,45 @@ def test_errors(call, message):
   features, tokens, embedding, _, _ = setup()
   with pytest.raises(ValueError, match=message):
     call(features, tokens, embedding)
+
+
+# Skip-gram with negative sampling.
+
+
+def np_log_sigmoid(x):
+  return -np.logaddexp(0.0, -x)
+
+
+def sgns_setup(seed=0, n=6, k=3, e=4):
+  rng = np.random.default_rng(seed)
+  return (rng.normal(size=(n, e)).astype(np.float32), rng.normal(size=(n, e)).astype(np.float32),
+          rng.normal(size=(n, k, e)).astype(np.float32))
+
+
+def test_skipgram_matches_numpy_and_masks():
+  center, context, negatives = sgns_setup()
+  expected = -np_log_sigmoid(np.sum(center * context, 1)) - np.sum(
+      np_log_sigmoid(-np.einsum("ne,nke->nk", center, negatives)), 1)
+  np.testing.assert_allclose(losses.skipgram_negative_sampling(center, context, negatives),
+                             expected, rtol=1e-5)
+  keep = np.array([True, False, True, True, False, True])
+  poisoned = center.copy()
+  poisoned[~keep] = np.nan
+  masked = jax.jit(losses.skipgram_negative_sampling)(poisoned, context, negatives, where=keep)
+  np.testing.assert_allclose(masked, np.where(keep, expected, 0.0), rtol=1e-5)
+  grads = jax.grad(lambda c: losses.skipgram_negative_sampling(
+      c, context, negatives, where=keep).sum())(poisoned)
+  assert np.all(np.isfinite(grads)) and np.all(np.asarray(grads)[~keep] == 0)
+
+
+def test_skipgram_gradients():
+  with jax.enable_x64(True):
+    center, context, negatives = (jnp.asarray(a, jnp.float64) for a in sgns_setup(1))
+    check_grads(lambda c, o, n: losses.skipgram_negative_sampling(c, o, n).sum(),
+                (center, context, negatives), order=1, modes=("rev",))
+
+
+def test_skipgram_shape_errors():
+  center, context, negatives = sgns_setup()
+  with pytest.raises(ValueError, match=r"negatives \[n, K, E\] must agree"):
+    losses.skipgram_negative_sampling(center, context, negatives[:, :, :2])

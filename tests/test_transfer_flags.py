@@ -34,7 +34,9 @@ _SMOKE_TESTED = ("finetune_frozen.flags", "finetune_l2sp.flags", "distill_digits
                  "pseudo_label_digits.flags", *_BASELINES,
                  # tests/test_transfer_text.py:
                  "lm_pretrain_sentiment.flags", "lm_finetune_sentiment.flags",
-                 "distill_sentiment.flags")
+                 "distill_sentiment.flags",
+                 # tests/test_methods_skipgram.py (and the sentiment rows it feeds):
+                 "skipgram_sentiment.flags")
 
 
 def smoke_config(name: str, data_dir: str, runs: dict[str, str] | None = None) -> Config:

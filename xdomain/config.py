@@ -29,7 +29,8 @@ class Config:
 
   method: str = _flag("dann",
       "Training method: source_only, target_only, dann, iwdan, cdan, dan, jan, coral, entropy, "
-      "mcc, mean_teacher, distill, pseudo_label, lm_pretrain, mdd, bsp, afn, fixmatch, shot.")
+      "mcc, mean_teacher, distill, pseudo_label, lm_pretrain, skipgram, mdd, bsp, afn, fixmatch, "
+      "shot.")
   source: str = _flag("digits/mnist", 'Labelled source domain, e.g. digits/mnist.')
   target: str = _flag("digits/uci", 'Target domain (its labels are only used for evaluation).')
   model: str = _flag("seed_cnn",
@@ -90,6 +91,9 @@ class Config:
   shot_refresh_every: int = _flag(0,
       "shot: recompute the pseudo-labels of the whole target training split every this many "
       "steps (0: once per target epoch, as SHOT).")
+  skipgram_window: int = _flag(5,
+      "skipgram: a word predicts the words at most this many positions away.")
+  skipgram_negatives: int = _flag(5, "skipgram: noise words per (word, context) pair.")
   # Transfer learning (xdomain/transfer.py): restore, freeze, anchor.
   init_from: str | None = _flag(None,
       "Transfer: restore parameters from this run's workdir (or <workdir>/checkpoints/<step>)"

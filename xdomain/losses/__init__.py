@@ -7,7 +7,7 @@ The conventions every loss here follows:
 
 - Arrays in. A loss that is defined per example returns per-example values
   (`entropy`, `distillation`, `consistency`, `pseudo_label`,
-  `adaptive_feature_norm`, and the adversarial `domain_adversarial` / `cdan`
+  `adaptive_feature_norm`, `skipgram_negative_sampling`, and the adversarial `domain_adversarial` / `cdan`
   / `margin_disparity_discrepancy`, which return one array per domain);
   reduce them yourself, or with the documented reductions
   (`domain_balanced_mean` for the adversarial terms, `pseudo_label_loss` for
@@ -55,6 +55,7 @@ from xdomain.losses.information import centroid_pseudo_labels
 from xdomain.losses.information import information_maximization
 from xdomain.losses.label_shift import class_importance_weights
 from xdomain.losses.language_model import bidirectional_language_model
+from xdomain.losses.language_model import skipgram_negative_sampling
 from xdomain.losses.norms import adaptive_feature_norm
 from xdomain.losses.objective import combine
 from xdomain.losses.prediction import entropy
@@ -108,4 +109,5 @@ __all__ = [
     "pseudo_label_loss",
     "sigmoid_focal_loss",
     "sigmoid_rampup",
+    "skipgram_negative_sampling",
 ]

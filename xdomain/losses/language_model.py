@@ -1,4 +1,5 @@
-"""Language-model pretraining objective of a bidirectional recurrent encoder (ELMo style)."""
+"""Pretraining objectives on unlabelled text: a bidirectional language model (ELMo style)
+and skip-gram word vectors (word2vec)."""
 
 from __future__ import annotations
 
@@ -98,3 +99,57 @@ def bidirectional_language_model(
 
   return (loss(forward(token_features[:, :-1, :hidden]), tokens[:, 1:]),
           loss(backward(token_features[:, 1:, hidden:]), tokens[:, :-1]))
+
+
+def skipgram_negative_sampling(
+    center: jax.Array,
+    context: jax.Array,
+    negatives: jax.Array,
+    *,
+    where: jax.Array | None = None,
+) -> jax.Array:
+  r"""Per-pair skip-gram loss with negative sampling (word2vec's SGNS).
+
+  For a centre word's input vector c, the output vector o of a word seen in its
+  context, and output vectors n_1 .. n_K of K words drawn as noise:
+
+  .. math::
+    \ell = -\log \sigma(c^\top o) - \sum_{k=1}^{K} \log \sigma(-c^\top n_k)
+
+  Args:
+    center: [n, E] input vectors of the centre words.
+    context: [n, E] output vectors of their context words.
+    negatives: [n, K, E] output vectors of the noise words of each pair.
+    where: optional boolean [n]; masked pairs get 0 (and no gradient).
+
+  Returns:
+    float32 [n], the loss of each pair; the usual loss is their mean over the
+    valid pairs.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from xdomain import losses
+    >>> c, o = jnp.array([[2.0, 0.0]]), jnp.array([[2.0, 0.0]])
+    >>> noise = jnp.array([[[-2.0, 0.0]]])  # already far: little loss
+    >>> round(float(losses.skipgram_negative_sampling(c, o, noise)[0]), 4)
+    0.0363
+
+  References:
+    Mikolov et al., "Distributed Representations of Words and Phrases and their
+    Compositionality", NeurIPS 2013.
+  """
+  center, context, negatives = (_checks.as_float(x) for x in (center, context, negatives))
+  _checks.check_ndim(center, 2, "center", "[n, E]")
+  _checks.check_ndim(negatives, 3, "negatives", "[n, K, E]")
+  if context.shape != center.shape or negatives.shape[::2] != center.shape:
+    raise ValueError(
+        "center [n, E], context [n, E] and negatives [n, K, E] must agree; got shapes"
+        f" {tuple(center.shape)}, {tuple(context.shape)} and {tuple(negatives.shape)}.")
+  keep = _checks.mask(where, center.shape[:1], "where")
+  # Zeroed first, so that what masked rows hold reaches no gradient.
+  center, context = (jnp.where(keep[:, None], x, 0.0) for x in (center, context))
+  negatives = jnp.where(keep[:, None, None], negatives, 0.0)
+  positive = jnp.sum(center * context, axis=-1)
+  noise = jnp.einsum("ne,nke->nk", center, negatives)
+  loss = -jax.nn.log_sigmoid(positive) - jnp.sum(jax.nn.log_sigmoid(-noise), axis=-1)
+  return jnp.where(keep, loss, 0.0)

@@ -47,6 +47,7 @@ METHODS = {
     "distill": functools.partial(teacher.make_distill, alignments=ALIGNMENTS),
     "pseudo_label": teacher.make_pseudo_label,
     "lm_pretrain": pretrain.make_lm_pretrain,
+    "skipgram": pretrain.make_skipgram,
     "detection_mean_teacher": detection_teacher.make_detection_mean_teacher,
     "mdd": disparity.make_mdd,
     "bsp": feature_penalties.make_bsp,
@@ -96,7 +97,7 @@ def validate_config(config: Config, task: str) -> None:
   if config.method == "detection_mean_teacher" and task != "detection":
     raise ConfigError(f"--method=detection_mean_teacher is for detection; --source={config.source}"
                       f" is {task}: use --method=mean_teacher.")
-  if config.method == "lm_pretrain":
+  if config.method in pretrain.PRETRAINED_MODELS:
     pretrain.validate_config(config, task)
   if config.method == "shot":
     source_free.validate_config(config, task)

@@ -1,4 +1,5 @@
-"""Language-model pretraining of a recurrent text backbone on both domains' text.
+"""Pretraining a text backbone on both domains' unlabelled text: a language
+model (`--method=lm_pretrain`) or skip-gram word vectors (`--method=skipgram`).
 
 `--method=lm_pretrain` trains the (bi)LSTM/GRU backbone of `--model=bilstm`
 or `bigru` to predict, at every real token of the source and target training
@@ -8,9 +9,18 @@ vocabulary. The output layer is tied to the input embeddings (Press & Wolf
 2017): `logits = proj(h) @ E^T`, with one projection per direction as the
 method's own parameters; the source task loss is switched off.
 
-Its checkpoint then feeds `--init_from` (default `--restore='backbone/.*'`:
-embeddings and encoder) of a fine-tuning run with any method on the same
-`--source`/`--target` and vocabulary flags, so that token ids agree.
+`--method=skipgram` trains only the word embeddings, as word2vec's skip-gram
+with negative sampling: each real word predicts the words within
+`--skipgram_window` of it against `--skipgram_negatives` noise words per pair,
+drawn from the batch's own words (so by unigram frequency; word2vec raises it
+to the power 0.75), with output vectors of the method's own. Words the source
+never has get vectors from the contexts they share with it, which a
+classifier trained on the source cannot give them.
+
+Either checkpoint then feeds `--init_from` (`--restore='backbone/.*'`:
+embeddings and encoder; `'backbone/embed/.*'`: the word vectors) of a
+fine-tuning run with any method on the same `--source`/`--target` and
+vocabulary flags, so that token ids agree.
 """
 
 from __future__ import annotations
@@ -23,21 +33,27 @@ from xdomain import losses
 from xdomain import models
 from xdomain.config import Config
 from xdomain.config import ConfigError
+from xdomain.config import check_positive
+from xdomain.data import text
 from xdomain.methods import base
 
-LM_MODELS = ("bilstm", "bigru")
+# The models each pretraining method can pretrain.
+PRETRAINED_MODELS = {"lm_pretrain": ("bilstm", "bigru"),
+                     "skipgram": ("bilstm", "bigru", "textcnn")}
 
 
 def validate_config(config: Config, task: str) -> None:
-  """Raises `ConfigError` unless the run has a recurrent text classifier."""
-  if config.model not in LM_MODELS:
+  """Raises `ConfigError` unless the run has a text classifier the method pretrains."""
+  models_of = PRETRAINED_MODELS[config.method]
+  if config.model not in models_of:
     raise ConfigError(
-        f"--method=lm_pretrain pretrains a recurrent text backbone: use --model= one of"
-        f" {', '.join(LM_MODELS)}, not {config.model}.")
+        f"--method={config.method} pretrains a text backbone: use --model= one of"
+        f" {', '.join(models_of)}, not {config.model}.")
   if task != "text_classification":
     raise ConfigError(
-        f"--method=lm_pretrain reads sentence classification domains; {config.source} is"
+        f"--method={config.method} reads sentence classification domains; {config.source} is"
         f" a {task} domain.")
+  check_positive(config, "skipgram_window", "skipgram_negatives")
 
 
 def make_lm_pretrain(config: Config) -> base.Method:
@@ -68,3 +84,53 @@ def make_lm_pretrain(config: Config) -> base.Method:
 
   return base.Method(name="lm_pretrain", model_terms=model_terms, init_aux=init_aux,
                      weights={"lm_forward": 1.0, "lm_backward": 1.0}, task_weight=0.0)
+
+
+def skipgram_pairs(tokens: jax.Array, lengths: jax.Array, window: int
+                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(centre ids, context ids, valid) [n] of every ordered pair of positions at
+  most `window` apart in each row of tokens [B, L]; a pair is valid when both
+  are real words (within the row's length, not <unk>)."""
+  real = (jnp.arange(tokens.shape[1])[None, :] < lengths[:, None]) & (tokens != text.UNK_ID)
+  centres, contexts, valid = [], [], []
+  for offset in range(1, min(window, tokens.shape[1] - 1) + 1):
+    both = (real[:, :-offset] & real[:, offset:]).reshape(-1)
+    before, after = tokens[:, :-offset].reshape(-1), tokens[:, offset:].reshape(-1)
+    centres += [before, after]
+    contexts += [after, before]
+    valid += [both, both]
+  return jnp.concatenate(centres), jnp.concatenate(contexts), jnp.concatenate(valid)
+
+
+def skipgram_noise(rng: jax.Array, tokens: jax.Array, lengths: jax.Array,
+                   shape: tuple[int, ...]) -> jax.Array:
+  """Noise word ids of `shape`, each a uniformly drawn real word (within its
+  row's length, not <unk>) of tokens [B, L]: words by their frequency in the batch."""
+  real = ((jnp.arange(tokens.shape[1])[None, :] < lengths[:, None])
+          & (tokens != text.UNK_ID)).reshape(-1)
+  seen = jnp.cumsum(real)  # the k-th real word is the first position where seen > k
+  draws = jax.random.randint(rng, shape, 0, jnp.maximum(seen[-1], 1))
+  return tokens.reshape(-1)[jnp.searchsorted(seen, draws, side="right")]
+
+
+def make_skipgram(config: Config) -> base.Method:
+  """Skip-gram with negative sampling on the text of both domains."""
+
+  def init_aux(rng, feature_dim, num_classes):
+    del rng, feature_dim, num_classes
+    # word2vec's output vectors start at zero; ids are below --vocab_size.
+    return {"context": jnp.zeros((config.vocab_size, config.embed_size))}
+
+  def model_terms(model, variables, inputs, aux_params, rng):
+    del model
+    tokens, lengths = inputs[0], inputs[1]
+    centres, contexts, valid = skipgram_pairs(tokens, lengths, config.skipgram_window)
+    noise = skipgram_noise(rng, tokens, lengths, (centres.shape[0], config.skipgram_negatives))
+    embedding = variables["params"]["backbone"]["embed"]["embedding"]
+    output = aux_params["context"]
+    per_pair = losses.skipgram_negative_sampling(
+        embedding[centres], output[contexts], output[noise], where=valid)
+    return {"skipgram": base.masked_mean(per_pair, valid)}
+
+  return base.Method(name="skipgram", model_terms=model_terms, init_aux=init_aux,
+                     weights={"skipgram": 1.0}, task_weight=0.0)

@@ -1,0 +1,97 @@
+"""Skip-gram word vectors (`--method=skipgram`, xdomain.methods.pretrain): the
+pairs it trains on, its term, and its flag files (pretraining, then the
+sentiment rows that restore the vectors)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests import flagfiles
+from xdomain import checkpoint
+from xdomain.config import Config
+from xdomain.config import ConfigError
+from xdomain.data import text
+from xdomain.methods import METHODS
+from xdomain.methods import pretrain
+from xdomain.train import Experiment
+from xdomain.train.experiment import validate_config
+from tests.test_text_engine_flags import TINY
+
+
+def test_pairs_are_every_ordered_pair_within_the_window_of_real_words():
+  unk = text.UNK_ID
+  tokens = np.array([[5, 6, unk, 7, 0], [8, 9, 0, 0, 0]], np.int32)
+  lengths = np.array([4, 2])
+  centres, contexts, valid = pretrain.skipgram_pairs(jnp.asarray(tokens), jnp.asarray(lengths), 2)
+  got = sorted(zip(np.asarray(centres)[np.asarray(valid)].tolist(),
+                   np.asarray(contexts)[np.asarray(valid)].tolist()))
+  assert got == sorted([(5, 6), (6, 5), (6, 7), (7, 6), (8, 9), (9, 8)])
+
+
+def test_noise_words_are_the_batch_s_real_words_by_frequency():
+  unk = text.UNK_ID
+  tokens = jnp.array([[5, 5, 5, unk, 9], [6, 9, 0, 0, 0]], jnp.int32)
+  lengths = jnp.array([4, 2])  # the 9 of row 0 is padding beyond its length
+  noise = np.asarray(pretrain.skipgram_noise(jax.random.key(0), tokens, lengths, (20000,)))
+  counts = {word: np.mean(noise == word) for word in (5, 6, 9)}
+  assert set(np.unique(noise)) == {5, 6, 9}
+  np.testing.assert_allclose([counts[5], counts[6], counts[9]], [0.6, 0.2, 0.2], atol=0.015)
+
+
+def test_term_is_the_mean_sgns_loss_of_the_valid_pairs():
+  config = Config(method="skipgram", model="bilstm", vocab_size=12, embed_size=4,
+                  skipgram_window=2, skipgram_negatives=3)
+  method = METHODS["skipgram"](config)
+  aux = method.init_aux(jax.random.key(0), 8, 2)
+  assert aux["context"].shape == (12, 4) and not np.any(aux["context"])
+  output = jax.random.normal(jax.random.key(1), (12, 4))
+  embedding = jax.random.normal(jax.random.key(2), (12, 4))
+  tokens = jnp.array([[2, 3, text.UNK_ID, 5, 0, 0], [6, 7, 8, 9, 10, 11]], jnp.int32)
+  lengths = jnp.array([4, 6])
+  rng = jax.random.key(3)
+
+  def term(e, o):
+    return method.model_terms(None, {"params": {"backbone": {"embed": {"embedding": e}}}},
+                              (tokens, lengths), {"context": o}, rng)["skipgram"]
+
+  centres, contexts, valid = pretrain.skipgram_pairs(tokens, lengths, 2)
+  noise = pretrain.skipgram_noise(rng, tokens, lengths, (centres.shape[0], 3))
+  e, o, n = (np.asarray(x, np.float64) for x in (embedding[centres], output[contexts],
+                                                  output[noise]))
+  per_pair = -np_log_sigmoid(np.sum(e * o, 1)) - np.sum(
+      np_log_sigmoid(-np.einsum("ne,nke->nk", e, n)), 1)
+  valid = np.asarray(valid)
+  np.testing.assert_allclose(term(embedding, output), per_pair[valid].mean(), rtol=1e-5)
+  # Padding and <unk> never train.
+  grads = jax.grad(term, argnums=(0, 1))(embedding, output)
+  assert np.all(np.asarray(grads[0])[[0, text.UNK_ID]] == 0)
+  assert np.all(np.asarray(grads[1])[[0, text.UNK_ID]] == 0)
+
+
+def np_log_sigmoid(x):
+  return -np.logaddexp(0.0, -x)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(source="brown/news", target="brown/fiction"), "reads sentence"),
+    (dict(model="row_lstm", source="digits/mnist", target="digits/uci"), "use --model= one of"),
+    (dict(skipgram_window=0), "--skipgram_window"),
+])
+def test_bad_config(overrides, message):
+  values = dict(method="skipgram", model="bilstm", source="sentiment/movies",
+                target="sentiment/tweets")
+  values.update(overrides)
+  with pytest.raises(ConfigError, match=message):
+    validate_config(Config(**values))
+
+
+def test_pretrained_vectors_are_what_the_word_vector_rows_start_from(data_dir, tmp_path):
+  path = "experiments/sentiment/source_only_word_vectors.flags"
+  overrides = flagfiles.with_upstreams(path, dict(TINY, data_dir=data_dir), tmp_path)
+  vectors = checkpoint.load_params(overrides["init_from"])["backbone"]["embed"]["embedding"]
+  config = flagfiles.config_from_flagfile(path, **overrides)
+  (tmp_path / "run").mkdir()
+  run = Experiment(config, str(tmp_path / "run"))
+  start = run.prepare_state().params["model"]["backbone"]["embed"]["embedding"]
+  np.testing.assert_array_equal(np.asarray(start), np.asarray(vectors))
