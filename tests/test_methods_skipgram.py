@@ -56,7 +56,8 @@ def test_term_is_the_mean_sgns_loss_of_the_valid_pairs():
                               (tokens, lengths), {"context": o}, rng)["skipgram"]
 
   centres, contexts, valid = pretrain.skipgram_pairs(tokens, lengths, 2)
-  noise = pretrain.skipgram_noise(rng, tokens, lengths, (centres.shape[0], 3))
+  noise = pretrain.skipgram_noise(jax.random.fold_in(rng, pretrain.NOISE_STREAM), tokens,
+                                  lengths, (centres.shape[0], 3))
   e, o, n = (np.asarray(x, np.float64) for x in (embedding[centres], output[contexts],
                                                   output[noise]))
   per_pair = -np_log_sigmoid(np.sum(e * o, 1)) - np.sum(

@@ -86,12 +86,22 @@ def make_lm_pretrain(config: Config) -> base.Method:
                      weights={"lm_forward": 1.0, "lm_backward": 1.0}, task_weight=0.0)
 
 
+# fold_in data of the noise words' key: the key that model_terms receives also
+# draws the model's dropout.
+NOISE_STREAM = 1
+
+
+def _words(tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+  """bool [B, L]: the real words of tokens [B, L] (within the length, not <unk>)."""
+  return (jnp.arange(tokens.shape[1])[None, :] < lengths[:, None]) & (tokens != text.UNK_ID)
+
+
 def skipgram_pairs(tokens: jax.Array, lengths: jax.Array, window: int
                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(centre ids, context ids, valid) [n] of every ordered pair of positions at
   most `window` apart in each row of tokens [B, L]; a pair is valid when both
   are real words (within the row's length, not <unk>)."""
-  real = (jnp.arange(tokens.shape[1])[None, :] < lengths[:, None]) & (tokens != text.UNK_ID)
+  real = _words(tokens, lengths)
   centres, contexts, valid = [], [], []
   for offset in range(1, min(window, tokens.shape[1] - 1) + 1):
     both = (real[:, :-offset] & real[:, offset:]).reshape(-1)
@@ -106,9 +116,7 @@ def skipgram_noise(rng: jax.Array, tokens: jax.Array, lengths: jax.Array,
                    shape: tuple[int, ...]) -> jax.Array:
   """Noise word ids of `shape`, each a uniformly drawn real word (within its
   row's length, not <unk>) of tokens [B, L]: words by their frequency in the batch."""
-  real = ((jnp.arange(tokens.shape[1])[None, :] < lengths[:, None])
-          & (tokens != text.UNK_ID)).reshape(-1)
-  seen = jnp.cumsum(real)  # the k-th real word is the first position where seen > k
+  seen = jnp.cumsum(_words(tokens, lengths).reshape(-1))  # the k-th real word is the first position where seen > k
   draws = jax.random.randint(rng, shape, 0, jnp.maximum(seen[-1], 1))
   return tokens.reshape(-1)[jnp.searchsorted(seen, draws, side="right")]
 
@@ -125,7 +133,8 @@ def make_skipgram(config: Config) -> base.Method:
     del model
     tokens, lengths = inputs[0], inputs[1]
     centres, contexts, valid = skipgram_pairs(tokens, lengths, config.skipgram_window)
-    noise = skipgram_noise(rng, tokens, lengths, (centres.shape[0], config.skipgram_negatives))
+    noise = skipgram_noise(jax.random.fold_in(rng, NOISE_STREAM), tokens, lengths,
+                           (centres.shape[0], config.skipgram_negatives))
     embedding = variables["params"]["backbone"]["embed"]["embedding"]
     output = aux_params["context"]
     per_pair = losses.skipgram_negative_sampling(
