@@ -67,7 +67,8 @@ def validate_config(config: Config, task: str) -> None:
   check_choice(config, "adapt_schedule", ADAPT_SCHEDULES)
   check_choice(config, "teacher_source", TEACHER_SOURCES)
   check_positive(config, "discriminator_hidden", "cdan_random_dim", "mcc_temperature",
-                 "distill_temperature", "teacher_refresh_every", "rampup_steps")
+                 "distill_temperature", "teacher_refresh_every", "rampup_steps",
+                 "skipgram_window", "skipgram_negatives")
   check_non_negative(config, "adapt_weight", "distill_weight")
   check_fraction(config, "ema_decay", "confidence_threshold", "token_dropout",
                  "label_shift_decay")

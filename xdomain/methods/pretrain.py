@@ -33,9 +33,9 @@ from xdomain import losses
 from xdomain import models
 from xdomain.config import Config
 from xdomain.config import ConfigError
-from xdomain.config import check_positive
 from xdomain.data import text
 from xdomain.methods import base
+from xdomain.models import inputs as inputs_lib
 
 # The models each pretraining method can pretrain.
 PRETRAINED_MODELS = {"lm_pretrain": ("bilstm", "bigru"),
@@ -53,7 +53,6 @@ def validate_config(config: Config, task: str) -> None:
     raise ConfigError(
         f"--method={config.method} reads sentence classification domains; {config.source} is"
         f" a {task} domain.")
-  check_positive(config, "skipgram_window", "skipgram_negatives")
 
 
 def make_lm_pretrain(config: Config) -> base.Method:
@@ -93,7 +92,7 @@ NOISE_STREAM = 1
 
 def _words(tokens: jax.Array, lengths: jax.Array) -> jax.Array:
   """bool [B, L]: the real words of tokens [B, L] (within the length, not <unk>)."""
-  return (jnp.arange(tokens.shape[1])[None, :] < lengths[:, None]) & (tokens != text.UNK_ID)
+  return inputs_lib.sequence_mask(lengths, tokens.shape[1]) & (tokens != text.UNK_ID)
 
 
 def skipgram_pairs(tokens: jax.Array, lengths: jax.Array, window: int
