@@ -11,7 +11,11 @@ grid value on the selection seed (a seed no table reports), holding out
 `--evaluations` times. Every (grid value, evaluation step) is a candidate; each
 validator (`xdomain.evaluate.validators`, in `metrics.jsonl`) picks the
 candidate it scores highest, and the oracle picks the best target test accuracy
-(shown, marked as unattainable: it reads target labels). Every pick's row shows
+(shown, marked as unattainable: it reads target labels). Behind the source
+guard (`validators.source_guard`, `--max_source_drop`), a candidate whose
+source_val accuracy is more than that drop below the grid's best is not
+eligible to any validator: the target-only ones otherwise pick networks whose
+predictions collapsed. Every pick's row shows
 its target accuracy on the selection seed; the picks of the `--rerun`
 validators (all by default) are then run on the fresh `--seeds` with the same
 flags, and their rows add the target accuracy at the picked evaluation step,
@@ -65,6 +69,10 @@ _SOURCE_VAL = flags.DEFINE_float(
 _RERUN = flags.DEFINE_list(
     "rerun", ["all"], "Validators (or 'oracle') whose picks run on the fresh --seeds; 'all',"
     " or empty to compare the picks on the selection seed only.", flag_values=_FLAGS)
+_MAX_SOURCE_DROP = flags.DEFINE_float(
+    "max_source_drop", 0.03, "Source guard: candidates whose source_val accuracy is more than"
+    " this below the grid's best are not eligible to the validators (1 turns it off).",
+    flag_values=_FLAGS)
 _OVERRIDES = flags.DEFINE_multi_string(
     "override", [], "Extra flag for every run, e.g. --override=steps=500 (repeatable).",
     flag_values=_FLAGS)
@@ -109,15 +117,34 @@ def candidates(workdir: str) -> list[dict]:
           for e in events if "target_test_accuracy" in e]
 
 
-def pick(grid: Mapping[str, Sequence[dict]]) -> dict[str, tuple[str, int]]:
+def guarded_out(grid: Mapping[str, Sequence[dict]],
+                max_source_drop: float) -> list[tuple[str, int]] | None:
+  """The candidates `validators.source_guard` makes ineligible, as (grid value,
+  step); None when no candidate has a source_accuracy (source-free runs, or no
+  `source_val`), so that the guard could not judge."""
+  found = [(value, c["step"], c.get("source_accuracy", np.nan))
+           for value, runs in grid.items() for c in runs]
+  accuracies = np.asarray([a for _, _, a in found], float)
+  if not np.isfinite(accuracies).any():
+    return None
+  eligible = validators_lib.source_guard(accuracies, max_drop=max_source_drop)
+  return [(value, step) for (value, step, _), ok in zip(found, eligible) if not ok]
+
+
+def pick(grid: Mapping[str, Sequence[dict]],
+         excluded: Sequence[tuple[str, int]] = ()) -> dict[str, tuple[str, int]]:
   """What each validator (and the oracle) chooses among the candidates of one
   method and pair: `{validator: (grid value, step)}`, argmax (higher is better
-  for every validator); a validator that no candidate has is left out."""
+  for every validator); a validator that no candidate has is left out. The
+  `excluded` (grid value, step) candidates are not eligible to the validators;
+  the oracle, the best a validator could do, sees every candidate."""
+  excluded = {tuple(e) for e in excluded}
   picks = {}
   for name in (*VALIDATORS, ORACLE):
     key = "target" if name == ORACLE else name
     scored = [(c[key], value, c["step"]) for value, runs in grid.items() for c in runs
-              if key in c and np.isfinite(c[key])]
+              if key in c and np.isfinite(c[key])
+              and (name == ORACLE or (value, c["step"]) not in excluded)]
     if scored:
       _, value, step = max(scored, key=lambda s: s[0])
       picks[name] = (value, step)
@@ -135,13 +162,15 @@ def accuracy_at(workdir: str, step: int) -> float:
 def select(flagfile: str, pair: str, *, grid_flag: str, grid_values: Sequence[str],
            selection_seed: int, seeds: Sequence[str], common: Mapping[str, str],
            task_dir: str, task_root: str,
-           rerun: Sequence[str] = (*VALIDATORS, ORACLE)) -> dict:
+           rerun: Sequence[str] = (*VALIDATORS, ORACLE),
+           max_source_drop: float = 0.03) -> dict:
   """Grid on the selection seed, the picks, and the `rerun` picks on fresh seeds.
 
   Returns:
     `{'picks': {validator: [value, step]}, 'picked': {validator: accuracy on the
     selection seed}, 'rows': {validator in rerun: [accuracy per seed]},
-    'candidates': {value: [...]}}`.
+    'candidates': {value: [...]}, 'guarded_out': [[value, step], ...] (None:
+    no candidate had a source_accuracy, the guard was off)}`.
   """
   source, target = accuracy.split_pair(pair)
   pair_root = os.path.join(task_root, pair.replace("/", "_"))
@@ -156,18 +185,25 @@ def select(flagfile: str, pair: str, *, grid_flag: str, grid_values: Sequence[st
     return accuracy.workdir_for(flagfile, task_dir, pair_dir, seed)
 
   grid = {value: candidates(run(value, str(selection_seed))) for value in grid_values}
-  picks = pick(grid)
+  excluded = guarded_out(grid, max_source_drop)
+  if excluded is None:
+    logging.warning("%s on %s: no candidate has a source_accuracy; the source guard is off",
+                    os.path.basename(flagfile), pair)
+  picks = pick(grid, excluded or ())
   picked = {name: next(c["target"] for c in grid[value] if c["step"] == step)
             for name, (value, step) in picks.items()}
   rows = {name: [accuracy_at(run(value, seed), step) for seed in seeds]
           for name, (value, step) in picks.items() if name in rerun}
   return {"picks": {k: list(v) for k, v in picks.items()}, "picked": picked, "rows": rows,
-          "candidates": grid}
+          "candidates": grid,
+          "guarded_out": None if excluded is None else [list(e) for e in excluded]}
 
 
 def markdown(selections: Mapping[str, Mapping[str, dict]], *, grid_flag: str,
-             seeds: Sequence[str], command: str, minutes: float) -> list[str]:
-  """One table: a row per method and pick, a column per pair."""
+             seeds: Sequence[str], command: str, minutes: float,
+             max_source_drop: float = 0.03) -> list[str]:
+  """One table: a row per method and pick, a column per pair, and what the
+  source guard excluded."""
   pairs = sorted({p for by_pair in selections.values() for p in by_pair})
   lines = [f"Target test accuracy (%), mean +- std over fresh seeds {','.join(seeds)}, of the"
            f" --{grid_flag} and evaluation step each validator picked on the selection seed;"
@@ -193,6 +229,15 @@ def markdown(selections: Mapping[str, Mapping[str, dict]], *, grid_flag: str,
           brackets = f"{values.mean():.1f} +- {values.std():.1f} {brackets}"
         cells.append(brackets)
       lines.append(f"| {method} | {name} | " + " | ".join(cells) + " |")
+  lines += ["", f"Source guard: candidates more than {100 * max_source_drop:g} points below their"
+            " grid's best source_val accuracy were not eligible to the validators (the oracle"
+            " sees all):", ""]
+  for method, by_pair in selections.items():
+    for pair, selection in by_pair.items():
+      excluded = selection.get("guarded_out")
+      said = ("off: no candidate has a source_accuracy" if excluded is None
+              else ", ".join(f"{value} at step {step}" for value, step in excluded) or "none")
+      lines.append(f"- {method}, {' -> '.join(accuracy.split_pair(pair))}: {said}")
   return lines
 
 
@@ -205,6 +250,9 @@ def main(argv):
       accuracy.split_pair(pair)
     common = accuracy.parse_overrides(_OVERRIDES.value)
     rerun = parse_rerun(_RERUN.value)
+    if not 0 <= _MAX_SOURCE_DROP.value <= 1:
+      raise ValueError(f"--max_source_drop={_MAX_SOURCE_DROP.value} must lie in [0, 1] (an"
+                       " accuracy drop; 1 turns the guard off)")
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   files = {method: os.path.join(task_dir, f"{method}.flags") for method in _METHODS.value}
@@ -227,9 +275,10 @@ def main(argv):
           flagfile, pair, grid_flag=grid_flag, grid_values=grid_values,
           selection_seed=_SELECTION_SEED.value, seeds=_SEEDS.value, common=common,
           task_dir=task_dir, task_root=os.path.join(_ROOT.value, "select", _TASK.value),
-          rerun=rerun)
+          rerun=rerun, max_source_drop=_MAX_SOURCE_DROP.value)
       lines = markdown(selections, grid_flag=grid_flag, seeds=_SEEDS.value, command=command,
-                       minutes=(time.time() - started) / 60)
+                       minutes=(time.time() - started) / 60,
+                       max_source_drop=_MAX_SOURCE_DROP.value)
       with open(out, "w") as f:
         f.write("\n".join(lines) + "\n")
       with open(out[:-3] + ".json", "w") as f:

@@ -18,8 +18,8 @@ from tests import fake_runs
 DIGITS = os.path.join(accuracy.REPO, "experiments", "digits")
 
 
-@pytest.fixture
-def runs(monkeypatch):
+def _fake_runs(monkeypatch, source_accuracy=None):
+  """Fake runs; `source_accuracy(weight)`, when given, adds that validator."""
   started = []
 
   def fake_subprocess_run(command, **kwargs):
@@ -35,6 +35,8 @@ def runs(monkeypatch):
       events.append({"step": step, "target_test_accuracy": 0.5 - abs(weight - 0.3) + step / 100
                      + seed / 1000, "validator/entropy": weight + step,
                      "validator/snd": -weight - step})
+      if source_accuracy:
+        events[-1]["validator/source_accuracy"] = source_accuracy(weight) + step / 1000
     with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
       f.write("".join(json.dumps(e) + "\n" for e in events))
     with open(os.path.join(workdir, "results.json"), "w") as f:
@@ -44,6 +46,11 @@ def runs(monkeypatch):
 
   monkeypatch.setattr(accuracy, "subprocess", types.SimpleNamespace(run=fake_subprocess_run))
   return started
+
+
+@pytest.fixture
+def runs(monkeypatch):
+  return _fake_runs(monkeypatch)
 
 
 def test_each_validator_picks_its_best_candidate_and_the_pick_runs_on_fresh_seeds(
@@ -94,3 +101,36 @@ def test_a_validator_no_candidate_has_is_left_out_and_bad_grids_are_refused():
   assert select.parse_rerun(["oracle", "snd"]) == (select.ORACLE, "snd")
   with pytest.raises(ValueError, match="unknown sdn; choose from all, "):
     select.parse_rerun(["sdn"])
+
+
+def test_the_source_guard_keeps_validators_off_candidates_that_lost_the_source(
+    monkeypatch, tmp_path):
+  # Weight 1, entropy's favourite, lost 10 points of source accuracy (a collapse).
+  _fake_runs(monkeypatch, source_accuracy=lambda weight: 0.85 if weight == 1 else 0.95)
+  kwargs = dict(grid_flag="adapt_weight", grid_values=["0.1", "0.3", "1"], selection_seed=100,
+                seeds=["0"], common={"steps": "4", "eval_every": "2"}, task_dir=DIGITS,
+                task_root=str(tmp_path), rerun=())
+  flagfile = os.path.join(DIGITS, "dann.flags")
+  guarded = select.select(flagfile, "digits/mnist:digits/uci", **kwargs)
+  assert guarded["guarded_out"] == [["1", 2], ["1", 4]]
+  assert guarded["picks"]["entropy"] == ["0.3", 4]  # not ["1", 4]
+  assert guarded["picks"]["source_accuracy"] == ["0.1", 4]  # the first of the best
+  # Off (max_source_drop=1), entropy takes the collapsed candidate again.
+  unguarded = select.select(flagfile, "digits/mnist:digits/uci", max_source_drop=1.0, **kwargs)
+  assert unguarded["guarded_out"] == [] and unguarded["picks"]["entropy"] == ["1", 4]
+  lines = select.markdown({"dann": {"digits/mnist:digits/uci": guarded}},
+                          grid_flag="adapt_weight", seeds=["0"], command="c", minutes=1)
+  assert "- dann, digits/mnist -> digits/uci: 1 at step 2, 1 at step 4" in lines
+  assert any(line.startswith("Source guard: candidates more than 3 points") for line in lines)
+
+
+def test_the_source_guard_is_off_and_says_so_without_source_accuracy(runs, tmp_path):
+  selection = select.select(
+      os.path.join(DIGITS, "dann.flags"), "digits/mnist:digits/uci",
+      grid_flag="adapt_weight", grid_values=["0.1", "1"], selection_seed=100, seeds=["0"],
+      common={"steps": "4", "eval_every": "2"}, task_dir=DIGITS, task_root=str(tmp_path),
+      rerun=())
+  assert selection["guarded_out"] is None and selection["picks"]["entropy"] == ["1", 4]
+  lines = select.markdown({"dann": {"digits/mnist:digits/uci": selection}},
+                          grid_flag="adapt_weight", seeds=["0"], command="c", minutes=1)
+  assert "- dann, digits/mnist -> digits/uci: off: no candidate has a source_accuracy" in lines

@@ -460,3 +460,22 @@ def test_dev_with_a_degenerate_domain_classifier_says_so():
     v.dev(logits, labels, np.ones((6, 2)), np.ones((8, 2)),
           source_train_features=np.ones((9, 2)))
   _one_line(err)
+
+
+def test_source_guard_admits_candidates_within_max_drop_of_the_best():
+  accuracies = [0.9575, 0.9225, 0.84, 0.96 - 0.03, float("nan"), 0.96]  # 0.93: exactly 3 points
+  reference = [a == a and a >= max(x for x in accuracies if x == x) - 0.03 - 1e-9
+               for a in accuracies]
+  assert v.source_guard(accuracies).tolist() == reference == [
+      True, False, False, True, False, True]
+  assert v.source_guard(accuracies, max_drop=1).tolist() == [True] * 4 + [False, True]
+  assert v.source_guard([0.5], max_drop=0).tolist() == [True]
+
+
+def test_source_guard_refuses_what_it_cannot_judge():
+  with pytest.raises(ValueError, match="no candidates"):
+    v.source_guard([])
+  with pytest.raises(ValueError, match="held-out source split"):
+    v.source_guard([float("nan"), float("inf")])
+  with pytest.raises(ValueError, match=r"max_drop must lie in \[0, 1\]"):
+    v.source_guard([0.9], max_drop=3)

@@ -717,3 +717,54 @@ VALIDATORS: dict[str, Callable[[ValidatorInputs], float]] = {
     "mutual_information": lambda inputs: mutual_information(
         inputs.target_logits, where=inputs.target_where),
 }
+
+
+# ---------------------------------------------------------------------------
+# Selection
+
+
+def source_guard(source_accuracies, *, max_drop: float = 0.03) -> np.ndarray:
+  r"""Which candidates of a sweep a validator may pick: those that still
+  classify the source.
+
+  .. math::
+    \mathrm{eligible}_m = \mathrm{acc}_s(m) \ge \max_{m'} \mathrm{acc}_s(m') - \delta
+
+  over the candidates m (configurations, checkpoints) of one method and pair,
+  with acc_s their `source_accuracy` and delta = `max_drop`. The target-only
+  validators (`snd`, `entropy`, `mutual_information`) reward predictions that
+  are confident and clustered, and a network whose target predictions
+  collapse onto a few classes is both; it has also given up the source, which
+  the adaptation loss was never meant to cost. Within max_drop of the best,
+  source accuracy differs by noise (one binomial standard error is 1.1 points
+  at 95% on 400 rows; 0.03 is about three), so the guard leaves the choice
+  among sound candidates to the validator. `source_accuracy` itself picks the
+  same with or without it.
+
+  Args:
+    source_accuracies: float [M], each candidate's `source_accuracy`; a
+      non-finite value (a run that diverged) is never eligible.
+    max_drop: delta >= 0, in accuracy (0.03 = 3 points); 1 admits all.
+
+  Returns:
+    bool [M]: True where the candidate may be picked. At least the best one is.
+
+  Example:
+    >>> source_guard([0.95, 0.94, 0.84], max_drop=0.03).tolist()
+    [True, True, False]
+  """
+  accuracies = _array("source_guard", "source_accuracies", source_accuracies, 1,
+                      "float [M], one source_accuracy per candidate", "float")
+  if accuracies.size == 0:
+    raise ValueError("source_guard: no candidates (source_accuracies is empty)")
+  if not 0 <= max_drop <= 1:
+    raise ValueError(f"source_guard: max_drop must lie in [0, 1] (an accuracy drop); got"
+                     f" {max_drop}")
+  finite = np.isfinite(accuracies)
+  if not finite.any():
+    raise ValueError(
+        "source_guard: no candidate has a finite source_accuracy; the guard needs the "
+        "held-out source split (--source_val_fraction > 0), which source-free runs lack")
+  best = accuracies[finite].max()
+  # Inclusive to rounding: a drop of exactly max_drop (3 of 100 rows) is eligible.
+  return finite & (accuracies >= best - max_drop - 1e-9)
