@@ -26,7 +26,7 @@ from xdomain.config import ConfigError
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
            float: flags.DEFINE_float, str: flags.DEFINE_string}
 _TYPES = {"bool": bool, "int": int, "float": float, "str": str,
-          "str | None": str, "int | None": int}
+          "str | None": str, "int | None": int, "float | None": float}
 
 for _field in dataclasses.fields(Config):
   _DEFINE[_TYPES[_field.type]](_field.name, _field.default, _field.metadata["help"])

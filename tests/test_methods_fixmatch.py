@@ -45,10 +45,12 @@ def test_term_matches_numpy_and_trains_only_the_strong_view():
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
   np.testing.assert_allclose(kept, expected_kept)
   assert np.all(grad[:4] == 0) and np.any(grad[4:] != 0)
-  # 0 means FixMatch's own threshold.
-  default = METHODS["fixmatch"](Config(method="fixmatch"))
-  values = default.terms(outputs(jnp.concatenate([weak, strong])), {}, jax.random.key(0), 0)
-  np.testing.assert_allclose(values["fixmatch"], np_fixmatch(weak, strong, 0.95)[0], rtol=1e-5)
+  # Unset means FixMatch's own threshold; 0 keeps every example, as for every method.
+  for threshold, tau in ((None, 0.95), (0.0, 0.0)):
+    method = METHODS["fixmatch"](Config(method="fixmatch", confidence_threshold=threshold))
+    values = method.terms(outputs(jnp.concatenate([weak, strong])), {}, jax.random.key(0), 0)
+    np.testing.assert_allclose(values["fixmatch"], np_fixmatch(weak, strong, tau)[0], rtol=1e-5)
+  assert float(values["fixmatch_kept"]) == 1.0
 
 
 def test_views_put_weak_then_strong_in_the_target_part():

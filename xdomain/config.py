@@ -69,10 +69,11 @@ class Config:
       "mean_teacher on text: probability that a token of the student's target view is "
       "replaced by <unk>, its characters (--char_cnn) by padding; the teacher sees the text "
       "as is.")
-  confidence_threshold: float = _flag(0.0,
-      "mean_teacher, pseudo_label: teacher confidence needed for the consistency/pseudo-label"
-      " term (0 keeps all); fixmatch: that of the weak view's pseudo-labels (0: FixMatch's"
-      " 0.95).")
+  confidence_threshold: float | None = _flag(None,
+      "Confidence a teacher's prediction needs to be trained on (mean_teacher, pseudo_label:"
+      " the teacher's; fixmatch: the weak view's; detection_mean_teacher: a box's score); 0"
+      " keeps every one. Unset: the method's default (fixmatch 0.95, detection_mean_teacher"
+      " 0.5, the others keep every one).")
   discriminator_hidden: int = _flag(1024,
       "Width of the domain discriminator's two hidden layers (mdd: of its adversarial head's "
       "one).")
@@ -243,5 +244,5 @@ def check_non_negative(config: Config, *names: str) -> None:
 def check_fraction(config: Config, *names: str) -> None:
   """Raises `ConfigError` for the first of `names` outside [0, 1)."""
   for name in names:
-    if not 0.0 <= getattr(config, name) < 1.0:
+    if getattr(config, name) is not None and not 0.0 <= getattr(config, name) < 1.0:
       raise ConfigError(f"--{name}={getattr(config, name)} must be in [0, 1).")

@@ -3,7 +3,7 @@
 The teacher is an exponential moving average of the student (the engine's
 `--ema_decay`), as in the Adaptive / Unbiased Mean Teacher: on each target
 image it sees one noisy view, its detections whose score exceeds
-`--confidence_threshold` (0 means 0.5) survive class-wise NMS as pseudo-boxes
+`--confidence_threshold` (0.5 when unset) survive class-wise NMS as pseudo-boxes
 (`models.detection.pseudo_objects`, static shapes), and the student learns them
 on another noisy view with the detector's own loss (focal + GIoU +
 centre-ness, `models.detection.fcos_loss`). The views differ only in pixel
@@ -18,12 +18,13 @@ from xdomain.config import Config
 from xdomain.methods import base
 from xdomain.models import detection
 
-DEFAULT_THRESHOLD = 0.5  # when --confidence_threshold is 0
+DEFAULT_THRESHOLD = 0.5  # when --confidence_threshold is unset
 
 
 def make_detection_mean_teacher(config: Config) -> base.Method:
   """Pseudo-box distillation from an EMA teacher on the target."""
-  threshold = config.confidence_threshold or DEFAULT_THRESHOLD
+  threshold = (DEFAULT_THRESHOLD if config.confidence_threshold is None
+               else config.confidence_threshold)
 
   def terms(outputs, aux_params, rng, step):
     del aux_params, rng, step

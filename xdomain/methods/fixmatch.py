@@ -5,7 +5,7 @@ a weak view (the teacher side of the task's `consistency_views`: shifted,
 noisy images; text as is) and a strong view (`task.strong_view`:
 RandAugment-style ops and a cutout for images, dropped and swapped words for
 text). The model's own prediction on the weak view, where its confidence
-reaches `--confidence_threshold` (FixMatch's 0.95 when 0), is the label that
+reaches `--confidence_threshold` (FixMatch's 0.95 when unset), is the label that
 the strong view is trained on; no gradient flows through the weak side. As
 in FixMatch, the weak and strong views go through the model in one batch
 (training mode), and the loss is averaged over all target examples.
@@ -43,7 +43,8 @@ def fixmatch_loss(weak_logits: jax.Array, strong_logits: jax.Array, *,
 
 def make_fixmatch(config: Config) -> base.Method:
   """Source cross-entropy + adaptation weight * FixMatch's unlabelled loss on the target."""
-  threshold = config.confidence_threshold or DEFAULT_CONFIDENCE_THRESHOLD
+  threshold = (DEFAULT_CONFIDENCE_THRESHOLD if config.confidence_threshold is None
+               else config.confidence_threshold)
 
   def terms(outputs, aux_params, rng, step):
     del aux_params, rng, step

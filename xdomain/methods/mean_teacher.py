@@ -4,7 +4,7 @@ The teacher is an exponential moving average of the student (kept by the
 engine, `--ema_decay`); the student is pulled towards the teacher's class
 probabilities on two different random views of each target example (shifted,
 noisy images; text with tokens dropped to <unk> for the student), where the
-teacher is confident (`--confidence_threshold`, 0 keeps every example).
+teacher is confident (`--confidence_threshold`; unset or 0 keeps every example).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from xdomain.methods import base
 
 def make_mean_teacher(config: Config) -> base.Method:
   """Confidence-thresholded squared-probability consistency to an EMA teacher."""
-  threshold = config.confidence_threshold or None
+  threshold = config.confidence_threshold
 
   def terms(outputs, aux_params, rng, step):
     del aux_params, rng, step

@@ -111,7 +111,7 @@ def make_distill(config: Config, *, alignments: Mapping[str, Callable[[Config], 
 
 def make_pseudo_label(config: Config) -> base.Method:
   """Source cross-entropy + adaptation weight * confident pseudo-label cross-entropy."""
-  threshold = config.confidence_threshold or None
+  threshold = config.confidence_threshold
   every = config.teacher_refresh_every
   from_ema = config.teacher_source == "ema"
 
