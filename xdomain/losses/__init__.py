@@ -7,8 +7,9 @@ The conventions every loss here follows:
 
 - Arrays in. A loss that is defined per example returns per-example values
   (`entropy`, `distillation`, `consistency`, `pseudo_label`,
-  `adaptive_feature_norm`, `skipgram_negative_sampling`, and the adversarial `domain_adversarial` / `cdan`
-  / `margin_disparity_discrepancy`, which return one array per domain);
+  `adaptive_feature_norm`, `skipgram_negative_sampling`, and the adversarial
+  `domain_adversarial` / `cdan` / `margin_disparity_discrepancy`, which return
+  one array per domain);
   reduce them yourself, or with the documented reductions
   (`domain_balanced_mean` for the adversarial terms, `pseudo_label_loss` for
   FixMatch's mean). Quantities defined only over a batch (`mmd`, `jmmd`,

@@ -115,7 +115,8 @@ def skipgram_noise(rng: jax.Array, tokens: jax.Array, lengths: jax.Array,
                    shape: tuple[int, ...]) -> jax.Array:
   """Noise word ids of `shape`, each a uniformly drawn real word (within its
   row's length, not <unk>) of tokens [B, L]: words by their frequency in the batch."""
-  seen = jnp.cumsum(_words(tokens, lengths).reshape(-1))  # the k-th real word is the first position where seen > k
+  # The k-th real word sits at the first position where `seen` exceeds k.
+  seen = jnp.cumsum(_words(tokens, lengths).reshape(-1))
   draws = jax.random.randint(rng, shape, 0, jnp.maximum(seen[-1], 1))
   return tokens.reshape(-1)[jnp.searchsorted(seen, draws, side="right")]
 
