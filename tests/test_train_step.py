@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -15,6 +16,7 @@ from xdomain import losses
 from xdomain import tasks
 from xdomain.config import Config
 from xdomain.methods import adversarial
+from xdomain.methods import base
 from xdomain.train import Experiment
 
 NUM_CLASSES = 10
@@ -182,3 +184,48 @@ def test_each_optimizer_group_logs_its_own_learning_rate():
   _, metrics = train_step(state, batch, jax.random.key(1))
   np.testing.assert_allclose(metrics["learning_rate"], 0.1, rtol=1e-6)
   np.testing.assert_allclose(metrics["learning_rate/backbone"], 0.01, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method_name", ["lm_pretrain", "skipgram"])
+def test_pretraining_skips_the_joint_pass_and_trains_as_if_it_had_run(method_name, data_dir,
+                                                                      tmp_path):
+  # The joint pass feeds only the task loss, of weight 0: skipping it may change
+  # no parameter. The comparison runs it, as the step did before it was skipped.
+  config = Config(method=method_name, model="bilstm", source="sentiment/movies",
+                  target="sentiment/tweets", data_dir=data_dir, embed_size=8, hidden_size=8,
+                  max_length=16, optimizer="sgd", momentum=0.0, learning_rate=0.5)
+  experiment = Experiment(config, str(tmp_path), devices=jax.devices()[:1])
+  state = experiment.init_state()
+  vocab_size = state.params["model"]["backbone"]["embed"]["embedding"].shape[0]
+  rng = np.random.default_rng(0)
+
+  def part(n):
+    lengths = rng.integers(2, 17, n).astype(np.int32)
+    tokens = rng.integers(2, vocab_size, (n, 16)).astype(np.int32)
+    return {"tokens": np.where(np.arange(16) < lengths[:, None], tokens, 0), "lengths": lengths}
+
+  batch = {"source": dict(part(6), label=rng.integers(0, 2, 6).astype(np.int32)),
+           "target": part(6)}
+  assert not experiment.method.reads_outputs
+  skipping = jax.jit(experiment.make_train_step())
+  experiment.method = dataclasses.replace(experiment.method, reads_outputs=True)
+  running = jax.jit(experiment.make_train_step())
+  skipped, ran = state, state
+  for step in range(2):
+    skipped, skipped_metrics = skipping(skipped, batch, jax.random.key(step))
+    ran, ran_metrics = running(ran, batch, jax.random.key(step))
+  # Only the run with the joint pass scores the source (its untrained head).
+  assert float(ran_metrics["source_train_count"]) == 6
+  assert float(skipped_metrics["source_train_count"]) == 0
+  changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), skipped.params, state.params)
+  assert any(jax.tree.leaves(changed))
+  for got, want in zip(jax.tree.leaves(skipped.params), jax.tree.leaves(ran.params)):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_a_method_that_skips_the_joint_pass_may_not_read_it():
+  with pytest.raises(ValueError, match="reads_outputs=False"):
+    base.Method(name="broken", reads_outputs=False,
+                model_terms=lambda *args: {}, terms=lambda outputs, aux, rng, step: {})
+  with pytest.raises(ValueError, match="no task loss"):
+    base.Method(name="broken", reads_outputs=False, model_terms=lambda *args: {})

@@ -166,6 +166,9 @@ class Method:
       there is no task loss.
     target_labels: `TargetLabels` of the target's training rows that the
       terms read, or None.
+    reads_outputs: False for pure pretraining, whose `model_terms` run the
+      model themselves: the step then skips its pass over the joint batch
+      (no task loss, no `terms`; batch statistics stay as they were).
   """
 
   name: str
@@ -184,6 +187,17 @@ class Method:
   statistics: Statistics | None = None
   uses_source: bool = True
   target_labels: TargetLabels | None = None
+  reads_outputs: bool = True
+
+  def __post_init__(self):
+    if not self.reads_outputs and (
+        self.model_terms is None or self.task_weight != 0 or self.terms is not _no_terms
+        or self.teacher is not None or self.ema_decay is not None
+        or self.statistics is not None or self.target_labels is not None):
+      raise ValueError(
+          f"method {self.name}: reads_outputs=False skips the model's pass over the batch,"
+          " so it needs model_terms and no task loss, terms, teacher, EMA, statistics"
+          " or target labels")
 
 
 # --adapt_schedule: config -> lambda(step), from 0 (or adapt_weight) up to adapt_weight.

@@ -82,7 +82,8 @@ def make_lm_pretrain(config: Config) -> base.Method:
     return {"lm_forward": forward_loss, "lm_backward": backward_loss}
 
   return base.Method(name="lm_pretrain", model_terms=model_terms, init_aux=init_aux,
-                     weights={"lm_forward": 1.0, "lm_backward": 1.0}, task_weight=0.0)
+                     weights={"lm_forward": 1.0, "lm_backward": 1.0}, task_weight=0.0,
+                     reads_outputs=False)
 
 
 # fold_in data of the noise words' key: the key that model_terms receives also
@@ -142,4 +143,5 @@ def make_skipgram(config: Config) -> base.Method:
     return {"skipgram": base.masked_mean(per_pair, valid)}
 
   return base.Method(name="skipgram", model_terms=model_terms, init_aux=init_aux,
-                     weights={"skipgram": 1.0}, task_weight=0.0)
+                     weights={"skipgram": 1.0}, task_weight=0.0,
+                     reads_outputs=False)

@@ -136,50 +136,61 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
         num_target = target_inputs[0].shape[0]
       else:
         target_inputs, inputs, num_target = None, source_inputs, None
-      (logits, features), updates = model.apply(
-          variables, *inputs, train=True, return_features=True,
-          rngs={"dropout": dropout_rng}, mutable=["batch_stats"],
-          **domain_kwargs(spec, _joint_domain_ids(num_source, num_target)))
-      if target_inputs is None:
-        outputs = Outputs(source_logits=logits, source_features=features,
-                          source_labels=source_labels, source_mask=source_mask)
-      else:
-        if source_inputs is None:
-          source_logits = source_features = None
-          target_logits, target_features = logits, features
+
+      def joint_forward_terms():
+        """The model's pass over the joint batch, the task loss and the terms that read it."""
+        (logits, features), updates = model.apply(
+            variables, *inputs, train=True, return_features=True,
+            rngs={"dropout": dropout_rng}, mutable=["batch_stats"],
+            **domain_kwargs(spec, _joint_domain_ids(num_source, num_target)))
+        if target_inputs is None:
+          outputs = Outputs(source_logits=logits, source_features=features,
+                            source_labels=source_labels, source_mask=source_mask)
         else:
-          source_logits, target_logits = task.split(logits, num_source, source, target)
-          source_features, target_features = task.split(features, num_source, source, target)
-        teacher_logits = None
-        if method.teacher is not None:
-          teacher_logits = method.teacher.logits(
-              state.untrained["teacher"], tuple(teacher_inputs),
-              functools.partial(_apply_inference, model, spec))
-        elif method.ema_decay is not None:
-          teacher_variables = {"params": state.ema["params"]}
-          if state.ema["batch_stats"]:
-            teacher_variables["batch_stats"] = state.ema["batch_stats"]
-          teacher_logits = model.apply(teacher_variables, *teacher_inputs, train=False,
-                                       **domain_kwargs(spec, "target"))
-        outputs = Outputs(
-            source_logits=source_logits, source_features=source_features,
-            source_labels=source_labels, source_mask=source_mask,
-            target_logits=target_logits, target_features=target_features,
-            target_mask=task.mask(target), teacher_target_logits=teacher_logits,
-            target_labels=(state.untrained["target_labels"][target["index"]]
-                           if method.target_labels is not None else None))
-      statistics = None
-      if method.statistics is not None:
-        statistics = method.statistics.update(state.untrained["statistics"],
-                                              jax.lax.stop_gradient(outputs))
-        outputs = outputs.replace(statistics=statistics)
-      if method.uses_source:
-        task_loss, correct, count = task.supervised_loss(
-            spec, model, variables, outputs.source_logits, source_labels, source_mask,
-            label_smoothing=config.label_smoothing)
-      else:
-        task_loss, correct, count = jnp.float32(0.0), jnp.float32(0.0), jnp.float32(0.0)
-      terms = dict(method.terms(outputs, params["aux"], method_rng, state.step))
+          if source_inputs is None:
+            source_logits = source_features = None
+            target_logits, target_features = logits, features
+          else:
+            source_logits, target_logits = task.split(logits, num_source, source, target)
+            source_features, target_features = task.split(features, num_source, source, target)
+          teacher_logits = None
+          if method.teacher is not None:
+            teacher_logits = method.teacher.logits(
+                state.untrained["teacher"], tuple(teacher_inputs),
+                functools.partial(_apply_inference, model, spec))
+          elif method.ema_decay is not None:
+            teacher_variables = {"params": state.ema["params"]}
+            if state.ema["batch_stats"]:
+              teacher_variables["batch_stats"] = state.ema["batch_stats"]
+            teacher_logits = model.apply(teacher_variables, *teacher_inputs, train=False,
+                                         **domain_kwargs(spec, "target"))
+          outputs = Outputs(
+              source_logits=source_logits, source_features=source_features,
+              source_labels=source_labels, source_mask=source_mask,
+              target_logits=target_logits, target_features=target_features,
+              target_mask=task.mask(target), teacher_target_logits=teacher_logits,
+              target_labels=(state.untrained["target_labels"][target["index"]]
+                             if method.target_labels is not None else None))
+        statistics = None
+        if method.statistics is not None:
+          statistics = method.statistics.update(state.untrained["statistics"],
+                                                jax.lax.stop_gradient(outputs))
+          outputs = outputs.replace(statistics=statistics)
+        if method.uses_source:
+          task_loss, correct, count = task.supervised_loss(
+              spec, model, variables, outputs.source_logits, source_labels, source_mask,
+              label_smoothing=config.label_smoothing)
+        else:
+          task_loss, correct, count = jnp.float32(0.0), jnp.float32(0.0), jnp.float32(0.0)
+        terms = dict(method.terms(outputs, params["aux"], method_rng, state.step))
+        return task_loss, correct, count, terms, statistics, updates.get("batch_stats", {})
+
+      if method.reads_outputs:
+        task_loss, correct, count, terms, statistics, batch_stats = joint_forward_terms()
+      else:  # pretraining whose model_terms run the model themselves: no pass to waste
+        zero = jnp.float32(0.0)
+        task_loss, correct, count, terms, statistics, batch_stats = (
+            zero, zero, zero, {}, None, state.batch_stats)
       if method.model_terms is not None:  # e.g. language modelling on both domains
         terms.update(method.model_terms(model, variables, inputs, params["aux"],
                                         dropout_rng))
@@ -188,7 +199,7 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
         weighted.update({name: (1.0, value) for name, value
                          in regularizer(params["model"], state.untrained).items()})
       total, logs = losses.combine(method.task_weight * task_loss, weighted, state.step)
-      return total, (logs, updates.get("batch_stats", {}), correct, count, statistics)
+      return total, (logs, batch_stats, correct, count, statistics)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (total, (logs, batch_stats, correct, count, statistics)), grads = grad_fn(state.params)
