@@ -65,6 +65,23 @@ def test_fcos_outputs_features_and_submodules():
     model.apply(variables, jnp.zeros((1, 24, 24, 3)))
 
 
+def test_alignment_features_are_the_maps_at_unit_scale_per_image():
+  model = detection.FCOS(num_classes=4, fpn_width=16)
+  images = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+  variables = model.init(jax.random.key(0), images)
+  maps = model.apply(variables, images, method=lambda m, x: m.backbone(x))
+  _, features = model.apply(variables, images, return_features=True)
+  expected = np.concatenate(
+      [(m / np.sqrt(np.mean(np.square(m), axis=(1, 2, 3), keepdims=True))).reshape(2, -1, 16)
+       for m in map(np.asarray, maps)], axis=1)
+  np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+  # Growing a level's map (what gradient reversal could do for free) moves nothing.
+  grown = jax.tree_util.tree_map_with_path(
+      lambda path, x: x * 10 if "output_8" in jax.tree_util.keystr(path) else x, variables)
+  _, grown_features = model.apply(grown, images, return_features=True)
+  np.testing.assert_allclose(grown_features, features, rtol=1e-4, atol=1e-5)
+
+
 def test_decode_inverts_the_targets():
   points = jnp.array([[10.0, 20.0]])
   ltrb = jnp.array([[[5.0, 2.0, 3.0, 4.0]]])
