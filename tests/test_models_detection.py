@@ -5,6 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from xdomain.config import Config
+from xdomain.methods import METHODS
+from xdomain.methods import base
 from xdomain.models import detection
 
 
@@ -114,3 +117,18 @@ def test_pseudo_objects_keep_confident_boxes_after_nms():
   outputs = jnp.asarray(np.concatenate([logits, distances, center], -1))
   objects = np.asarray(detection.pseudo_objects(outputs, threshold=0.5, max_boxes=4))
   np.testing.assert_array_equal(objects[0, :, 4], [2, 1, -1, -1])
+
+
+def test_mean_teacher_logs_its_pseudo_boxes_per_image_at_weight_zero():
+  points, _, _ = detection.locations((32, 32))
+  logits = np.full((2, len(points), 3), -9.0, np.float32)
+  logits[0, [3, 17], [1, 2]] = 5.0  # image 0: two confident boxes far apart; image 1: none
+  rest = np.concatenate([np.full((2, len(points), 4), 2.0, np.float32),
+                         np.full((2, len(points), 1), 9.0, np.float32)], -1)
+  teacher = jnp.asarray(np.concatenate([logits, rest], -1))
+  method = METHODS["detection_mean_teacher"](Config(method="detection_mean_teacher"))
+  terms = method.terms(base.Outputs(None, None, None, None, target_logits=teacher,
+                                    teacher_target_logits=teacher),
+                       None, jax.random.key(0), 0)
+  assert float(terms["pseudo_boxes_per_image"]) == 1.0  # (2 + 0) / 2
+  assert method.weights["pseudo_boxes_per_image"] == 0.0

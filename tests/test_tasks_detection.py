@@ -117,7 +117,8 @@ def test_detection_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
   if config.method == "dann":
     assert all("domain_adversarial" in e for e in events if "total" in e)
   if config.method == "detection_mean_teacher":
-    assert all("pseudo_boxes" in e for e in events if "total" in e)
+    assert all("pseudo_boxes" in e and 0 <= e["pseudo_boxes_per_image"] <= 8
+               for e in events if "total" in e)
     assert "ema_target_test_ap50" in resumed
   with open(os.path.join(workdir, "results.json")) as f:
     assert "target_test_ap50" in json.load(f)

@@ -8,11 +8,13 @@ image it sees one noisy view, its detections whose score exceeds
 on another noisy view with the detector's own loss (focal + GIoU +
 centre-ness, `models.detection.fcos_loss`). The views differ only in pixel
 noise, not in geometry, so a box means the same place in both.
+`pseudo_boxes_per_image` is logged beside the loss (weight 0).
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from xdomain.config import Config
 from xdomain.methods import base
@@ -31,10 +33,15 @@ def make_detection_mean_teacher(config: Config) -> base.Method:
     pseudo = detection.pseudo_objects(jax.lax.stop_gradient(outputs.teacher_target_logits),
                                       threshold=threshold)
     loss = detection.fcos_loss(outputs.target_logits, pseudo)
-    return {"pseudo_boxes": loss["focal"] + loss["giou"] + loss["centerness"]}
+    # Logged only: pseudo-boxes per target image, against the source's objects
+    # per image, tell a teacher that sees nothing from one that sees too much.
+    per_image = jnp.mean(jnp.sum(pseudo[..., 4] >= 0, axis=1).astype(jnp.float32))
+    return {"pseudo_boxes": loss["focal"] + loss["giou"] + loss["centerness"],
+            "pseudo_boxes_per_image": per_image}
 
   return base.Method(name="detection_mean_teacher", terms=terms,
-                     weights={"pseudo_boxes": base.adaptation_weight(config)},
+                     weights={"pseudo_boxes": base.adaptation_weight(config),
+                              "pseudo_boxes_per_image": 0.0},
                      ema_decay=config.ema_decay,
                      target_views=lambda task, inputs, rng: task.consistency_views(
                          inputs, rng, config))
