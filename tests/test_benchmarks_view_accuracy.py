@@ -25,7 +25,7 @@ def test_as_is_is_the_run_s_own_source_test_accuracy_and_views_differ(data_dir, 
   assert list(accuracies) == ["as is", "weak view", "strong view"]
   assert accuracies["as is"] == pytest.approx(results["source_test_accuracy"], abs=1e-6)
   # The views move the images: a network that reads them scores them differently.
-  assert len(set(accuracies.values())) == 3
+  assert accuracies["as is"] not in (accuracies["weak view"], accuracies["strong view"])
 
 
 def test_a_folder_without_a_run_is_refused(tmp_path):
