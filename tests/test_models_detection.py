@@ -127,8 +127,9 @@ def test_mean_teacher_logs_its_pseudo_boxes_per_image_at_weight_zero():
                          np.full((2, len(points), 1), 9.0, np.float32)], -1)
   teacher = jnp.asarray(np.concatenate([logits, rest], -1))
   method = METHODS["detection_mean_teacher"](Config(method="detection_mean_teacher"))
-  terms = method.terms(base.Outputs(None, None, None, None, target_logits=teacher,
-                                    teacher_target_logits=teacher),
-                       None, jax.random.key(0), 0)
+  outputs = base.Outputs(source_logits=None, source_features=None, source_labels=None,
+                         source_mask=None, target_logits=teacher,
+                         teacher_target_logits=teacher)
+  terms = method.terms(outputs, None, jax.random.key(0), 0)
   assert float(terms["pseudo_boxes_per_image"]) == 1.0  # (2 + 0) / 2
   assert method.weights["pseudo_boxes_per_image"] == 0.0

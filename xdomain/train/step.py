@@ -98,7 +98,8 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
   reads as themselves (`task.teacher_view`, `--teacher_unseen_as_unk`).
 
   The model runs once over the source and target parts together (batch norm
-  sees both domains, as in the reference implementations); a source-free
+  sees both domains, as in the reference implementations), and not at all
+  for pretraining that runs it itself (`Method.reads_outputs` False); a source-free
   method (`Method.uses_source` False) has batches of the target part only
   and no task loss. A step whose loss
   or any term is not finite leaves the state unchanged and reports
