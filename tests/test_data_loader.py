@@ -9,6 +9,7 @@ from skimage import transform
 
 from xdomain import data
 from xdomain.data import domains
+from xdomain.data import loader as loader_lib
 
 
 
@@ -124,6 +125,25 @@ def test_epochs_cover_the_domain_and_are_reshuffled(data_dir):
     assert key(epoch["image"]) == key(reference["image"])
     np.testing.assert_array_equal(np.sort(epoch["label"]), np.sort(reference["label"]))
   assert not np.array_equal(first["label"], second["label"])
+
+
+@pytest.mark.parametrize("n, seed", [(10, 3), (7, 2**32 - 2)])  # last: the epoch seed wraps
+def test_row_order_is_grains_shuffled_repeated_stream(n, seed):
+  # The order every table was made with: grain's per-epoch shuffle, computed
+  # directly. Batches of 4 straddle the epochs of 7 and 10 rows.
+  import grain
+
+  reference = grain.MapDataset.range(n).shuffle(seed=seed).repeat().batch(4)
+  stream = loader_lib._index_stream(n, seed, 4)
+  for step in range(12):
+    np.testing.assert_array_equal(stream(step), reference[step])
+  lengths = np.array([5, 1, 4, 1, 3, 9, 2, 6, 5, 3][:n])
+  grouped = loader_lib._length_grouped_stream(lengths, seed, 2, 2, order_seed=1)
+  for step in range(0, 12, 2):  # a window of 2 batches holds reference batch step // 2
+    window = np.concatenate([grouped(step), grouped(step + 1)])
+    np.testing.assert_array_equal(np.sort(window), np.sort(reference[step // 2]))
+    shorter, longer = sorted((grouped(step), grouped(step + 1)), key=lambda b: lengths[b].min())
+    assert lengths[shorter].max() <= lengths[longer].min()
 
 
 def test_restored_loader_continues_the_stream(data_dir):

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import grain
@@ -58,15 +58,36 @@ def _process_rows(batch_size: int, process_index: int | None, process_count: int
   return process_index * b, (process_index + 1) * b
 
 
-def _index_stream(n: int, seed: int, batch_size: int) -> grain.MapDataset:
-  """Infinite stream of global batches of row indices, reshuffled every epoch."""
-  # grain's shuffle uses seed + epoch for each epoch, so the order of epoch e
-  # of one domain never equals epoch e' of the other (seeds far apart).
-  return grain.MapDataset.range(n).shuffle(seed=seed).repeat().batch(batch_size)
+def _shuffled_rows(n: int, seed: int, start: int, stop: int) -> np.ndarray:
+  """Positions ``[start, stop)`` of an endless stream of rows ``0..n-1``,
+  reshuffled every epoch: the stream of
+  ``grain.MapDataset.range(n).shuffle(seed=seed).repeat()``.
+
+  Calls grain's index permutation directly: through the dataset layers each row
+  cost 2-4x as much, most of an image batch's cost (tests pin the order to
+  grain's, the order every table was made with).
+  """
+  # As grain does: epoch e is permuted with seed + e, so epoch e of one domain
+  # never equals epoch e' of the other (seeds far apart).
+  permute = grain.experimental.index_shuffle
+  pieces = []
+  while start < stop:
+    epoch, first = divmod(start, n)
+    last = min(n, first + stop - start)
+    epoch_seed = (seed + epoch) % 2**32
+    pieces.append(np.fromiter((permute(i, n - 1, epoch_seed, 4) for i in range(first, last)),
+                              np.int64, last - first))
+    start += last - first
+  return np.concatenate(pieces)
+
+
+def _index_stream(n: int, seed: int, batch_size: int) -> Callable[[int], np.ndarray]:
+  """Global batch ``step`` of row indices, reshuffled every epoch."""
+  return lambda step: _shuffled_rows(n, seed, step * batch_size, (step + 1) * batch_size)
 
 
 def _length_grouped_stream(lengths: np.ndarray, seed: int, batch_size: int, window: int,
-                           order_seed: int) -> grain.MapDataset:
+                           order_seed: int) -> Callable[[int], np.ndarray]:
   """Like `_index_stream`, but each run of `window` consecutive batches is re-cut
   into batches of similar lengths, so that they pad to shorter buckets.
 
@@ -76,12 +97,12 @@ def _length_grouped_stream(lengths: np.ndarray, seed: int, batch_size: int, wind
   source and the target batch are of about the same length rank and their
   common bucket stays short.
   """
-  windows = grain.MapDataset.range(len(lengths)).shuffle(seed=seed).repeat().batch(
-      batch_size * window)
+  rows_per_window = batch_size * window
 
   @functools.lru_cache(maxsize=2)  # batches are read in order: one window at a time
   def window_batches(index: int) -> np.ndarray:
-    rows = np.asarray(windows[index])
+    rows = _shuffled_rows(len(lengths), seed, index * rows_per_window,
+                          (index + 1) * rows_per_window)
     by_length = rows[np.argsort(lengths[rows], kind="stable")].reshape(window, batch_size)
     return by_length[np.random.default_rng([order_seed, index]).permutation(window)]
 
@@ -89,7 +110,7 @@ def _length_grouped_stream(lengths: np.ndarray, seed: int, batch_size: int, wind
     index, position = divmod(step, window)
     return window_batches(index)[position]
 
-  return grain.MapDataset.range(sys.maxsize).map(batch)
+  return batch
 
 
 class CrossDomainLoader:
@@ -228,8 +249,12 @@ class CrossDomainLoader:
     parts = [("source", self._source, self._source_order),
              ("target", self._target, self._target_order)]
     parts = [(part, data, order) for part, data, order in parts if data is not None]
+    longest = 0
     for part, data, order in parts:
-      rows = order[step][self._lo:self._hi]
+      global_rows = order(step)
+      if self._buckets is not None:
+        longest = max(longest, int(np.max(data["lengths"][global_rows])))
+      rows = global_rows[self._lo:self._hi]
       # Drawn for the whole global batch so that every process agrees.
       params = self._preprocess.sample_augmentation(rng, self._batch_size)
       local = {k: v[rows] for k, v in data.items()}
@@ -237,7 +262,6 @@ class CrossDomainLoader:
         local = self._preprocess.apply_augmentation(local, params[self._lo:self._hi])
       batch[part] = local
     if self._buckets is not None:
-      longest = max(int(np.max(data["lengths"][order[step]])) for _, data, order in parts)
       length = text.bucket_length(np.array([longest]), self._buckets)
       batch = {part: text.pad_to_bucket(local, length=length) for part, local in batch.items()}
     return batch
