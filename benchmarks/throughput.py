@@ -7,6 +7,8 @@ batch size and XLA setting.
       --methods=source_only,mcc --batch_sizes=64
   python benchmarks/throughput.py --flagfile=experiments/pos/mean_teacher.flags \
       --methods=source_only,mean_teacher --length_grouping=16
+  python benchmarks/throughput.py --flagfile=experiments/detection/dann.flags \
+      --methods=dann,detection_mean_teacher --batch_sizes=32 --timings=step,loop
 
 Without `--flagfile` it times `--model` at `--image_size` on the default digits
 pair (mean_teacher with augmentation). With `--flagfile=<experiment>.flags` it
@@ -22,6 +24,7 @@ For every method and batch size (per domain) it reports:
 - `loop ex/s`: the step fed by the real cross-domain loader (grain, numpy
   preprocessing and augmentation, host-to-device transfer), as in training;
 - `scan8 ex/s`: eight steps fused into one dispatch with `lax.scan`.
+`--timings` picks some of the three (on a CPU scan8 compiles the detector for minutes).
 Examples are source + target inputs through the model per second (source only:
 source inputs). Each rate comes from two run lengths, `--steps` and three times
 as many: (examples of the long run - of the short) / (time of the long - of the
@@ -69,6 +72,7 @@ VARIANTS = {
     "no_ynn_fusion_no_fusion_emitters":
         "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_fusion_emitters=false",
 }
+TIMINGS = ("step", "loop", "scan8")
 # Text: batches drawn to find the most common length.
 _PROBE_BATCHES = 16
 
@@ -97,6 +101,9 @@ _VARIANTS = flags.DEFINE_list("variants", ["default"],
 _OVERRIDES = flags.DEFINE_list(
     "overrides", [], "Config fields set in every row: flag=value,... (after --flagfile's).",
     flag_values=_FLAGS)
+_TIMINGS = flags.DEFINE_list(
+    "timings", list(TIMINGS), "Which of " + ", ".join(TIMINGS) + " to time (scan8 compiles"
+    " eight steps in one program: minutes for the detector on a CPU).", flag_values=_FLAGS)
 _STEPS = flags.DEFINE_integer("steps", 16, "Steps of the short timed run (the long: 3x).",
                               flag_values=_FLAGS)
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Pairs of timed runs (pooled).",
@@ -150,7 +157,8 @@ def _rates(fn, steps: int, repeats: int) -> tuple[float, float]:
   return extra_examples / extra_seconds, extra_tokens / extra_seconds
 
 
-def measure(config: Config, *, steps: int, repeats: int, devices=None) -> dict:
+def measure(config: Config, *, steps: int, repeats: int, devices=None,
+            timings: tuple[str, ...] = TIMINGS) -> dict:
   """Times the train step of `config` as the engine builds it: one table row.
 
   Args:
@@ -158,12 +166,16 @@ def measure(config: Config, *, steps: int, repeats: int, devices=None) -> dict:
     steps: steps per timed window.
     repeats: timed windows.
     devices: the mesh (default: every device).
+    timings: which of `TIMINGS` to time.
 
   Returns:
-    `method`, `batch_size`, `compile_seconds` and `{step,loop,scan8}_examples_per_sec`;
-    text runs add `{step,loop,scan8}_tokens_per_sec`, `length` (of the step and
-    scan8 batch) and `loop_lengths` ({length: batches fed in the loop windows}).
+    `method`, `batch_size`, `compile_seconds` and `{timing}_examples_per_sec`
+    for each of `timings`; text runs add `{timing}_tokens_per_sec`, `length` (of
+    the step and scan8 batch) and `loop_lengths` ({length: batches fed in the
+    loop windows}; with `loop` timed).
   """
+  if not timings or set(timings) - set(TIMINGS):
+    raise ValueError(f"timings must be some of {TIMINGS}, got {timings}")
   import jax
   import numpy as np
   from jax.sharding import NamedSharding
@@ -234,9 +246,11 @@ def measure(config: Config, *, steps: int, repeats: int, devices=None) -> dict:
   def scanned(state, batches, rng):
     return jax.lax.scan(lambda s, b: train_step(s, b, rng), state, batches)
 
-  stacked = jax.tree.map(lambda x: np.stack([x] * fused), jax.device_get(batch))
-  stacked = jax.device_put(stacked, NamedSharding(run.mesh, P(None, "data")))
-  scan_compiled = jax.jit(scanned, donate_argnums=0).lower(state, stacked, rng).compile()
+  scan_compiled = stacked = None
+  if "scan8" in timings:
+    stacked = jax.tree.map(lambda x: np.stack([x] * fused), jax.device_get(batch))
+    stacked = jax.device_put(stacked, NamedSharding(run.mesh, P(None, "data")))
+    scan_compiled = jax.jit(scanned, donate_argnums=0).lower(state, stacked, rng).compile()
 
   def scan_steps(steps):
     nonlocal state
@@ -246,20 +260,22 @@ def measure(config: Config, *, steps: int, repeats: int, devices=None) -> dict:
     jax.block_until_ready(metrics)
     return dispatches * fused * examples, dispatches * fused * batch_tokens
 
-  step_only(2)
-  with_loader(2)
-  scan_steps(fused)
+  timed = {"step": (step_only, steps), "loop": (with_loader, steps),
+           "scan8": (scan_steps, max(steps // fused, 1) * fused)}
+  for name in timings:  # warm-up: two steps (scan8: one dispatch)
+    timed[name][0](fused if name == "scan8" else 2)
   seen.clear()
   row = {"method": config.method, "batch_size": config.batch_size,
          "compile_seconds": compile_seconds}
-  for name, fn, n in (("step", step_only, steps), ("loop", with_loader, steps),
-                      ("scan8", scan_steps, max(steps // fused, 1) * fused)):
+  for name in timings:
+    fn, n = timed[name]
     row[f"{name}_examples_per_sec"], tokens_per_sec = _rates(fn, n, repeats)
     if text:
       row[f"{name}_tokens_per_sec"] = tokens_per_sec
   if text:
     row["length"] = common
-    row["loop_lengths"] = dict(sorted(seen.items()))
+    if "loop" in timings:
+      row["loop_lengths"] = dict(sorted(seen.items()))
   return row
 
 
@@ -287,7 +303,8 @@ def _child() -> None:
         config = image_config(method, batch_size, model=_MODEL.value,
                               image_size=_IMAGE_SIZE.value)
       config = with_overrides(config, _OVERRIDES.value)
-      row = measure(config, steps=_STEPS.value, repeats=_REPEATS.value)
+      row = measure(config, steps=_STEPS.value, repeats=_REPEATS.value,
+                    timings=tuple(_TIMINGS.value))
       print("RESULTS " + json.dumps(row), flush=True)  # one line per row: kept if cut short
 
 
@@ -374,10 +391,11 @@ def _variant_rows(variant: str, text: bool):
       cells = [variant, row["method"], row["batch_size"], f"{row['compile_seconds']:.1f}"]
       if text:
         cells.append(row["length"])
-      cells += [f"{row[f'{name}_examples_per_sec']:,.0f}" for name in ("step", "loop", "scan8")]
+      rate = lambda key: f"{row[key]:,.0f}" if key in row else "-"  # not timed
+      cells += [rate(f"{name}_examples_per_sec") for name in ("step", "loop", "scan8")]
       if text:
-        cells += [f"{row[f'{name}_tokens_per_sec']:,.0f}" for name in ("step", "loop", "scan8")]
-        cells.append(" ".join(f"{k}:{v}" for k, v in row["loop_lengths"].items()))
+        cells += [rate(f"{name}_tokens_per_sec") for name in ("step", "loop", "scan8")]
+        cells.append(" ".join(f"{k}:{v}" for k, v in row.get("loop_lengths", {}).items()))
       yield "| " + " | ".join(map(str, cells)) + " |"
     if child.wait():
       stderr.seek(0)

@@ -15,9 +15,11 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "
 # programs 1.4-2.7x faster (jaxlib >= 0.10 has the flag; XLA aborts on flags it
 # does not know). Tests compare runs compiled alike, or against references with
 # tolerances; accuracy and speed are measured in benchmarks/, with XLA's defaults.
+# Only on the CPU: a GPU plugin's XLA aborts on that flag (H200, jax 0.11.2).
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 _JAXLIB = tuple(int(p) for p in importlib.metadata.version("jaxlib").split(".")[:2])
-if _JAXLIB >= (0, 10) and "--xla_cpu_use_fusion_emitters" not in os.environ["XLA_FLAGS"]:
+if (os.environ["JAX_PLATFORMS"] == "cpu" and _JAXLIB >= (0, 10)
+    and "--xla_cpu_use_fusion_emitters" not in os.environ["XLA_FLAGS"]):
   os.environ["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
 # A compilation cache for the session (and the subprocesses it starts): the
 # many short runs of the tests compile the same steps again and again.

@@ -56,6 +56,17 @@ def test_image_default_row(data_dir):
   _check_positive(row, "examples")
 
 
+def test_rows_time_only_the_timings_asked_for(data_dir):
+  config = dataclasses.replace(
+      throughput.image_config("dann", 8, model="seed_cnn", image_size=16), data_dir=data_dir)
+  row = throughput.measure(config, steps=8, repeats=1, devices=jax.devices()[:1],
+                           timings=("step", "loop"))
+  assert set(row) == {"method", "batch_size", "compile_seconds",
+                      "step_examples_per_sec", "loop_examples_per_sec"}
+  with pytest.raises(ValueError, match="timings must be some of"):
+    throughput.measure(config, steps=8, repeats=1, timings=("scan16",))
+
+
 def test_overrides_set_typed_config_fields_and_refuse_unknown_ones():
   config = throughput.with_overrides(
       Config(), ["embed_size=96", "max_length=40", "augment=true", "learning_rate=0.01"])
