@@ -5,15 +5,19 @@ validator's pick, and that pick rerun on fresh seeds.
       --pairs=digits/mnist:digits/uci --grid=adapt_weight=0.1,0.3,1,3 \
       --selection_seed=100 --seeds=0,1,2,3,4
 
+  python -m benchmarks.selection --task=detection --metric=target_test_ap50 \
+      --pairs=detect/digits:detect/digits_m --grid=adapt_weight=0.03,0.1,0.3 --rerun=
+
 For each method and pair, `experiments/<task>/<method>.flags` runs once per
 grid value on the selection seed (a seed no table reports), holding out
 `--source_val_fraction` of the source's training split and evaluating
 `--evaluations` times. Every (grid value, evaluation step) is a candidate; each
 validator (`xdomain.evaluate.validators`, in `metrics.jsonl`) picks the
-candidate it scores highest, and the oracle picks the best target test accuracy
-(shown, marked as unattainable: it reads target labels). Behind the source
-guard (`validators.source_guard`, `--max_source_drop`), a candidate whose
-source_val accuracy is more than that drop below the grid's best is not
+candidate it scores highest, and the oracle picks the best target test score,
+`--metric` (shown, marked as unattainable: it reads target labels). Detection
+has one validator, source_val AP50. Behind the source guard
+(`validators.source_guard`, `--max_source_drop`), a candidate whose source_val
+accuracy (detection: AP50) is more than that drop below the grid's best is not
 eligible to any validator: the target-only ones otherwise pick networks whose
 predictions collapsed. Every pick's row shows
 its target accuracy on the selection seed; the picks of the `--rerun`
@@ -55,6 +59,10 @@ _PAIRS = flags.DEFINE_list("pairs", ["digits/mnist:digits/uci"], "source:target 
 _GRID = flags.DEFINE_string(
     "grid", "adapt_weight=0.1,0.3,1,3", "One flag and its values: 'flag=v1,v2,...'.",
     flag_values=_FLAGS)
+_METRIC = flags.DEFINE_string(
+    "metric", "target_test_accuracy",
+    "The target test score of the oracle and the tables (detection: target_test_ap50).",
+    flag_values=_FLAGS)
 _SELECTION_SEED = flags.DEFINE_integer(
     "selection_seed", 100, "The seed of the grid runs, one that no table reports.",
     flag_values=_FLAGS)
@@ -70,7 +78,7 @@ _RERUN = flags.DEFINE_list(
     "rerun", ["all"], "Validators (or 'oracle') whose picks run on the fresh --seeds; 'all',"
     " or empty to compare the picks on the selection seed only.", flag_values=_FLAGS)
 _MAX_SOURCE_DROP = flags.DEFINE_float(
-    "max_source_drop", 0.03, "Source guard: candidates whose source_val accuracy is more than"
+    "max_source_drop", 0.03, "Source guard: candidates whose source_val score is more than"
     " this below the grid's best are not eligible to the validators (1 turns it off).",
     flag_values=_FLAGS)
 _OVERRIDES = flags.DEFINE_multi_string(
@@ -83,7 +91,11 @@ _OUT = flags.DEFINE_string(
     flag_values=_FLAGS)
 
 ORACLE = "oracle (target labels)"
-VALIDATORS = tuple(validators_lib.VALIDATORS)
+# As metrics.jsonl names them: those of class logits, then detection's
+# (`Evaluator.validators`).
+VALIDATORS = (*validators_lib.VALIDATORS, "source_ap50")
+# The held-out source score of each task, which the source guard reads.
+SOURCE_SCORES = ("source_accuracy", "source_ap50")
 
 
 def parse_grid(text: str) -> tuple[str, list[str]]:
@@ -107,23 +119,25 @@ def parse_rerun(names: Sequence[str]) -> tuple[str, ...]:
   return tuple(known[n] for n in names)
 
 
-def candidates(workdir: str) -> list[dict]:
-  """The evaluations of a finished run: `{'step', 'target', <validator>...}`."""
+def candidates(workdir: str, metric: str = "target_test_accuracy") -> list[dict]:
+  """The evaluations of a finished run: `{'step', 'target' (its `metric`),
+  <validator>...}`."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     events = [json.loads(line) for line in f if line.strip()]
-  return [{"step": e["step"], "target": e["target_test_accuracy"],
+  return [{"step": e["step"], "target": e[metric],
            **{name: e[f"validator/{name}"] for name in VALIDATORS
               if f"validator/{name}" in e}}
-          for e in events if "target_test_accuracy" in e]
+          for e in events if metric in e]
 
 
 def guarded_out(grid: Mapping[str, Sequence[dict]],
                 max_source_drop: float) -> list[tuple[str, int]] | None:
   """The candidates `validators.source_guard` makes ineligible, as (grid value,
-  step); None when no candidate has a source_accuracy (source-free runs, or no
-  `source_val`), so that the guard could not judge."""
-  found = [(value, c["step"], c.get("source_accuracy", np.nan))
-           for value, runs in grid.items() for c in runs]
+  step); None when no candidate has a source score (`SOURCE_SCORES`; source-free
+  runs, or no `source_val`), so that the guard could not judge."""
+  scored = [c for runs in grid.values() for c in runs]
+  key = next((k for k in SOURCE_SCORES if any(k in c for c in scored)), SOURCE_SCORES[0])
+  found = [(value, c["step"], c.get(key, np.nan)) for value, runs in grid.items() for c in runs]
   accuracies = np.asarray([a for _, _, a in found], float)
   if not np.isfinite(accuracies).any():
     return None
@@ -151,9 +165,9 @@ def pick(grid: Mapping[str, Sequence[dict]],
   return picks
 
 
-def accuracy_at(workdir: str, step: int) -> float:
-  """The target test accuracy of a run at one of its evaluation steps."""
-  for candidate in candidates(workdir):
+def score_at(workdir: str, step: int, metric: str = "target_test_accuracy") -> float:
+  """The target test `metric` of a run at one of its evaluation steps."""
+  for candidate in candidates(workdir, metric):
     if candidate["step"] == step:
       return candidate["target"]
   raise KeyError(f"{workdir} has no evaluation at step {step}")
@@ -163,14 +177,14 @@ def select(flagfile: str, pair: str, *, grid_flag: str, grid_values: Sequence[st
            selection_seed: int, seeds: Sequence[str], common: Mapping[str, str],
            task_dir: str, task_root: str,
            rerun: Sequence[str] = (*VALIDATORS, ORACLE),
-           max_source_drop: float = 0.03) -> dict:
+           max_source_drop: float = 0.03, metric: str = "target_test_accuracy") -> dict:
   """Grid on the selection seed, the picks, and the `rerun` picks on fresh seeds.
 
   Returns:
-    `{'picks': {validator: [value, step]}, 'picked': {validator: accuracy on the
-    selection seed}, 'rows': {validator in rerun: [accuracy per seed]},
+    `{'picks': {validator: [value, step]}, 'picked': {validator: `metric` on the
+    selection seed}, 'rows': {validator in rerun: [`metric` per seed]},
     'candidates': {value: [...]}, 'guarded_out': [[value, step], ...] (None:
-    no candidate had a source_accuracy, the guard was off)}`.
+    no candidate had a source score, the guard was off)}`.
   """
   source, target = accuracy.split_pair(pair)
   pair_root = os.path.join(task_root, pair.replace("/", "_"))
@@ -184,15 +198,15 @@ def select(flagfile: str, pair: str, *, grid_flag: str, grid_values: Sequence[st
                        " selection never mixes pairs")
     return accuracy.workdir_for(flagfile, task_dir, pair_dir, seed)
 
-  grid = {value: candidates(run(value, str(selection_seed))) for value in grid_values}
+  grid = {value: candidates(run(value, str(selection_seed)), metric) for value in grid_values}
   excluded = guarded_out(grid, max_source_drop)
   if excluded is None:
-    logging.warning("%s on %s: no candidate has a source_accuracy; the source guard is off",
+    logging.warning("%s on %s: no candidate has a source score; the source guard is off",
                     os.path.basename(flagfile), pair)
   picks = pick(grid, excluded or ())
   picked = {name: next(c["target"] for c in grid[value] if c["step"] == step)
             for name, (value, step) in picks.items()}
-  rows = {name: [accuracy_at(run(value, seed), step) for seed in seeds]
+  rows = {name: [score_at(run(value, seed), step, metric) for seed in seeds]
           for name, (value, step) in picks.items() if name in rerun}
   return {"picks": {k: list(v) for k, v in picks.items()}, "picked": picked, "rows": rows,
           "candidates": grid,
@@ -201,11 +215,12 @@ def select(flagfile: str, pair: str, *, grid_flag: str, grid_values: Sequence[st
 
 def markdown(selections: Mapping[str, Mapping[str, dict]], *, grid_flag: str,
              seeds: Sequence[str], command: str, minutes: float,
-             max_source_drop: float = 0.03) -> list[str]:
-  """One table: a row per method and pick, a column per pair, and what the
-  source guard excluded."""
+             max_source_drop: float = 0.03, metric: str = "target_test_accuracy"
+             ) -> list[str]:
+  """One table: a row per method and validator that picked, a column per pair,
+  and what the source guard excluded."""
   pairs = sorted({p for by_pair in selections.values() for p in by_pair})
-  lines = [f"Target test accuracy (%), mean +- std over fresh seeds {','.join(seeds)}, of the"
+  lines = [f"{metric} (%), mean +- std over fresh seeds {','.join(seeds)}, of the"
            f" --{grid_flag} and evaluation step each validator picked on the selection seed;"
            " in brackets the pick and its accuracy on the selection seed (a pick without"
            " fresh seeds was not rerun). The oracle reads target labels: unattainable in"
@@ -216,6 +231,8 @@ def markdown(selections: Mapping[str, Mapping[str, dict]], *, grid_flag: str,
            "| --- | --- |" + " --- |" * len(pairs)]
   for method, by_pair in selections.items():
     for name in (*VALIDATORS, ORACLE):
+      if not any(name in selection.get("picks", {}) for selection in by_pair.values()):
+        continue  # no run of this task has it
       cells = []
       for pair in pairs:
         selection = by_pair.get(pair, {})
@@ -230,12 +247,12 @@ def markdown(selections: Mapping[str, Mapping[str, dict]], *, grid_flag: str,
         cells.append(brackets)
       lines.append(f"| {method} | {name} | " + " | ".join(cells) + " |")
   lines += ["", f"Source guard: candidates more than {100 * max_source_drop:g} points below their"
-            " grid's best source_val accuracy were not eligible to the validators (the oracle"
+            " grid's best source_val score were not eligible to the validators (the oracle"
             " sees all):", ""]
   for method, by_pair in selections.items():
     for pair, selection in by_pair.items():
       excluded = selection.get("guarded_out")
-      said = ("off: no candidate has a source_accuracy" if excluded is None
+      said = ("off: no candidate has a source score" if excluded is None
               else ", ".join(f"{value} at step {step}" for value, step in excluded) or "none")
       lines.append(f"- {method}, {' -> '.join(accuracy.split_pair(pair))}: {said}")
   return lines
@@ -275,10 +292,10 @@ def main(argv):
           flagfile, pair, grid_flag=grid_flag, grid_values=grid_values,
           selection_seed=_SELECTION_SEED.value, seeds=_SEEDS.value, common=common,
           task_dir=task_dir, task_root=os.path.join(_ROOT.value, "select", _TASK.value),
-          rerun=rerun, max_source_drop=_MAX_SOURCE_DROP.value)
+          rerun=rerun, max_source_drop=_MAX_SOURCE_DROP.value, metric=_METRIC.value)
       lines = markdown(selections, grid_flag=grid_flag, seeds=_SEEDS.value, command=command,
                        minutes=(time.time() - started) / 60,
-                       max_source_drop=_MAX_SOURCE_DROP.value)
+                       max_source_drop=_MAX_SOURCE_DROP.value, metric=_METRIC.value)
       with open(out, "w") as f:
         f.write("\n".join(lines) + "\n")
       with open(out[:-3] + ".json", "w") as f:

@@ -18,8 +18,10 @@ from tests import fake_runs
 DIGITS = os.path.join(accuracy.REPO, "experiments", "digits")
 
 
-def _fake_runs(monkeypatch, source_accuracy=None):
-  """Fake runs; `source_accuracy(weight)`, when given, adds that validator."""
+def _fake_runs(monkeypatch, source_accuracy=None, detection=False):
+  """Fake runs; `source_accuracy(weight)`, when given, adds that validator.
+  Detection runs log target AP50 and their one validator, source_val AP50
+  (`source_accuracy(weight)`) instead."""
   started = []
 
   def fake_subprocess_run(command, **kwargs):
@@ -32,16 +34,20 @@ def _fake_runs(monkeypatch, source_accuracy=None):
     for step in (2, 4):
       # entropy prefers the largest weight at step 4, snd the smallest at step 2;
       # the target accuracy is best at weight 0.3, step 4.
-      events.append({"step": step, "target_test_accuracy": 0.5 - abs(weight - 0.3) + step / 100
-                     + seed / 1000, "validator/entropy": weight + step,
-                     "validator/snd": -weight - step})
+      target = 0.5 - abs(weight - 0.3) + step / 100 + seed / 1000
+      if detection:
+        events.append({"step": step, "target_test_ap50": target,
+                       "validator/source_ap50": source_accuracy(weight) + step / 1000})
+        continue
+      events.append({"step": step, "target_test_accuracy": target,
+                     "validator/entropy": weight + step, "validator/snd": -weight - step})
       if source_accuracy:
         events[-1]["validator/source_accuracy"] = source_accuracy(weight) + step / 1000
     with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
       f.write("".join(json.dumps(e) + "\n" for e in events))
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump({"source": values["source"], "target": values["target"],
-                 "target_test_accuracy": events[-1]["target_test_accuracy"]}, f)
+                 **{k: v for k, v in events[-1].items() if k.startswith("target_test_")}}, f)
     return types.SimpleNamespace(returncode=0)
 
   monkeypatch.setattr(accuracy, "subprocess", types.SimpleNamespace(run=fake_subprocess_run))
@@ -73,7 +79,7 @@ def test_each_validator_picks_its_best_candidate_and_the_pick_runs_on_fresh_seed
   rows = {line.split(" | ")[1]: line for line in lines if line.startswith("| dann |")}
   assert rows["entropy"].endswith("(1, 4: -6.0) |") and rows["snd"].endswith("(0.1, 2: 42.0) |")
   assert rows[select.ORACLE].endswith("+- 0.1 (0.3, 4: 64.0) |")
-  assert rows["dev"] == "| dann | dev |  |"  # no run had it
+  assert "dev" not in rows  # no run had it
 
 
 def test_only_the_rerun_validators_picks_run_on_fresh_seeds(runs, tmp_path):
@@ -133,4 +139,24 @@ def test_the_source_guard_is_off_and_says_so_without_source_accuracy(runs, tmp_p
   assert selection["guarded_out"] is None and selection["picks"]["entropy"] == ["1", 4]
   lines = select.markdown({"dann": {"digits/mnist:digits/uci": selection}},
                           grid_flag="adapt_weight", seeds=["0"], command="c", minutes=1)
-  assert "- dann, digits/mnist -> digits/uci: off: no candidate has a source_accuracy" in lines
+  assert "- dann, digits/mnist -> digits/uci: off: no candidate has a source score" in lines
+
+
+def test_detection_selects_by_source_val_ap50_and_reports_target_ap50(monkeypatch, tmp_path):
+  # source_val AP50 falls with the weight; weight 1 lost more than 3 points of it.
+  _fake_runs(monkeypatch, source_accuracy=lambda weight: 0.6 - weight / 10, detection=True)
+  detection = os.path.join(accuracy.REPO, "experiments", "detection")
+  selection = select.select(
+      os.path.join(detection, "dann.flags"), "detect/digits:detect/digits_m",
+      grid_flag="adapt_weight", grid_values=["0.1", "0.3", "1"], selection_seed=100,
+      seeds=["0", "1"], common={"steps": "4", "eval_every": "2"}, task_dir=detection,
+      task_root=str(tmp_path), metric="target_test_ap50")
+  assert selection["picks"] == {"source_ap50": ["0.1", 4], select.ORACLE: ["0.3", 4]}
+  assert selection["guarded_out"] == [["1", 2], ["1", 4]]
+  assert selection["rows"]["source_ap50"] == pytest.approx([0.5 - 0.2 + 0.04, 0.5 - 0.2 + 0.041])
+  lines = select.markdown({"dann": {"detect/digits:detect/digits_m": selection}},
+                          grid_flag="adapt_weight", seeds=["0", "1"], command="c", minutes=1,
+                          metric="target_test_ap50")
+  assert lines[0].startswith("target_test_ap50 (%)")
+  rows = {line.split(" | ")[1]: line for line in lines if line.startswith("| dann |")}
+  assert set(rows) == {"source_ap50", select.ORACLE}

@@ -12,10 +12,15 @@ import pytest
 
 from tests import flagfiles
 from tests.test_data_detection import write_coco
+from xdomain import checkpoint
+from xdomain import data
 from xdomain.config import Config
 from xdomain.config import ConfigError
+from xdomain.data import subsets
+from xdomain.evaluate import detection as detection_eval
 from xdomain.models import detection as fcos
 from xdomain.tasks import detection
+from xdomain.train import Experiment
 from xdomain.train import train_and_evaluate
 from xdomain.train.experiment import validate_config
 from xdomain.train.writer import read_metrics
@@ -122,3 +127,34 @@ def test_detection_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
     assert "ema_target_test_ap50" in resumed
   with open(os.path.join(workdir, "results.json")) as f:
     assert "target_test_ap50" in json.load(f)
+
+
+def test_validator_is_ap50_on_the_held_out_source_rows(data_dir, tmp_path):
+  config = flagfiles.config_from_flagfile(
+      "experiments/detection/source_only.flags",
+      **dict(TINY, steps=3, eval_every=3, source_val_fraction=0.05), data_dir=data_dir)
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(config, workdir, devices=flagfiles.smoke_devices())
+  logged = [e for e in read_metrics(workdir) if "validator/source_ap50" in e]
+  assert [e["step"] for e in logged] == [3]
+  # AP50 of the saved model, computed here, on the rows that never trained.
+  run = Experiment(config, str(tmp_path / "unused"))
+  _, held = subsets.source_val_split(
+      data.load_domain(config.source, "train", data_dir=data_dir), 0.05)
+  batch = next(data.eval_batches(config.source, "train", batch_size=len(held),
+                                 preprocess=run.preprocess, data_dir=data_dir, rows=held,
+                                 process_index=0, process_count=1))
+  outputs = run.model.apply(checkpoint.load_variables(workdir), batch["image"], train=False)
+  scores, boxes = fcos.decode(outputs, min_probability=detection_eval.SCORE_THRESHOLD)
+  found = list(detection_eval.per_image(
+      {"scores": np.asarray(scores), "boxes": np.asarray(boxes), "objects": batch["objects"],
+       "valid": batch["mask"]}))
+  assert len(found) == len(held) == 100
+  expected = detection_eval.coco_metrics([f[1] for f in found], [f[2] for f in found],
+                                         run.source_info.label_names, (64, 64))["ap50"]
+  assert logged[0]["validator/source_ap50"] == pytest.approx(expected, abs=1e-6)
+  assert expected > 0  # three steps find some boxes: a wrong row set would score otherwise
+  without = str(tmp_path / "without")
+  train_and_evaluate(dataclasses.replace(config, source_val_fraction=0.0), without,
+                     devices=flagfiles.smoke_devices())
+  assert not any("validator/source_ap50" in e for e in read_metrics(without))

@@ -105,26 +105,29 @@ class Evaluator:
 
   def scores(self, params, batch_stats) -> dict[str, Any]:
     """`{source,target}_test_<name>` of the task's metrics for these variables."""
+    values = {}
+    for part, batches in self._batches.items():
+      scores = self._task_metrics(batches, part, params, batch_stats)
+      values.update({f"{part}_test_{name}": value for name, value in scores.items()})
+    return values
+
+  def _task_metrics(self, batches: list, part: str, params, batch_stats) -> dict[str, Any]:
+    """The task's metrics over `batches` of the `part` ('source' or 'target') domain."""
     experiment = self._experiment
     task = experiment.task
     vocabulary = experiment.source_vocabulary if task.scores_unseen_words else None
-    values = {}
-    for part, batches in self._batches.items():
-      domain = jnp.int32(DOMAIN_IDS[part])
-      confusion, outputs = None, []
-      for batch in batches:
-        sums = self._eval_step(params, batch_stats, batch, domain)
-        if "confusion" in sums:  # not for detection
-          confusion = sums.pop("confusion") + (0 if confusion is None else confusion)
-        if sums:
-          outputs.append(sums)
-      confusion, outputs = jax.device_get((confusion, outputs))
-      scores = task.metrics(None if confusion is None else np.asarray(confusion, np.float64),
-                            outputs,
-                            experiment.source_info.label_names,
-                            source_vocabulary=vocabulary)
-      values.update({f"{part}_test_{name}": value for name, value in scores.items()})
-    return values
+    domain = jnp.int32(DOMAIN_IDS[part])
+    confusion, outputs = None, []
+    for batch in batches:
+      sums = self._eval_step(params, batch_stats, batch, domain)
+      if "confusion" in sums:  # not for detection
+        confusion = sums.pop("confusion") + (0 if confusion is None else confusion)
+      if sums:
+        outputs.append(sums)
+    confusion, outputs = jax.device_get((confusion, outputs))
+    return task.metrics(None if confusion is None else np.asarray(confusion, np.float64),
+                        outputs, experiment.source_info.label_names,
+                        source_vocabulary=vocabulary)
 
   def features(self, part: str, params, batch_stats, *, limit: int) -> np.ndarray:
     """Features [n, D] of the first `limit` real examples (tokens, for taggers)
@@ -232,10 +235,20 @@ class Evaluator:
     """`validator/<name>` of the model (`xdomain.evaluate.validators`, higher
     is better), from the target's unlabelled training rows and the held-out
     source rows; a validator that cannot be computed (no --source_val_fraction)
-    is left out, with one log line the first time."""
-    if not self._experiment.task.has_validators:
-      return {}
+    is left out, with one log line the first time.
+
+    A task without class logits (detection) has one validator, its headline
+    metric on `source_val` (`validator/source_ap50`), the source-risk
+    validator in the task's own metric.
+    """
+    task = self._experiment.task
     params, batch_stats = state.params["model"], state.batch_stats
+    if not task.has_validators:
+      source_val = self._validation_batches["source_val"]
+      if not source_val:
+        return {}
+      scores = self._task_metrics(source_val, "source", params, batch_stats)
+      return {f"validator/source_{task.headline}": scores[task.headline]}
     source = self._real_outputs("source_val", params, batch_stats)
     target = self._real_outputs("target", params, batch_stats)
     inputs = validators_lib.ValidatorInputs(

@@ -35,7 +35,8 @@ class Task:
       the words that the source never labelled apart.
     headline: the metric the console reports after each evaluation.
     has_validators: the model gives class logits per example (or position),
-      which `xdomain.evaluate.validators` score.
+      which `xdomain.evaluate.validators` score; without, the one validator is
+      the headline metric on the held-out source split (`source_<headline>`).
   """
 
   name = ""

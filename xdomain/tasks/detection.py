@@ -42,7 +42,7 @@ class Detection(base.Task):
   name = "detection"
   label_key = "objects"
   headline = "ap50"
-  has_validators = False  # its validators (on boxes) are yet to be written
+  has_validators = False  # no class logits: its validator is source_val AP50
 
   def validate_config(self, config: Config) -> None:
     coarsest = max(fcos.STRIDES)
