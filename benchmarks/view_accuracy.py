@@ -48,7 +48,7 @@ def view_accuracies(workdir: str, seed: int = 0) -> dict[str, float]:
   if not isinstance(experiment.task, image_classification.ImageClassification):
     raise ValueError(f"{workdir} is a {type(experiment.task).__name__} run; the views are"
                      " those of image classification.")
-  variables = {k: v for k, v in checkpoint.load_variables(workdir).items() if v}
+  variables = checkpoint.load_variables(workdir)
   predict = jax.jit(lambda images: experiment.model.apply(variables, images, train=False)
                     .argmax(-1))
   hits: dict[str, list[np.ndarray]] = {name: [] for name in VIEWS}

@@ -42,7 +42,6 @@ def _teacher_runner(workdir: str, config: Config, task, info):
 
   def run(variables, inputs, apply_student):
     del apply_student  # another model
-    variables = {k: v for k, v in variables.items() if v}
     return model.apply(variables, *inputs, train=False, **kwargs)
 
   return run
