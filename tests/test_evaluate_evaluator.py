@@ -37,12 +37,14 @@ def test_runs_report_every_validator_at_each_evaluation(data_dir, tmp_path):
   assert [e["step"] for e in evaluations] == [1, 2]
   # The source validators read the held-out rows: 10% of MNIST's training split.
   experiment = Experiment(config, str(tmp_path / "again"), devices=jax.devices()[:1])
-  batches = experiment.evaluator._validation_batches  # pylint: disable=protected-access
-  held = sum(int(np.sum(b["mask"])) for b in batches["source_val"])
+  evaluator = experiment.evaluator
+  held = sum(int(np.sum(b["mask"]))
+             for b in evaluator._source_val_batches)  # pylint: disable=protected-access
   _, rows = subsets.source_val_split(data.load_domain("digits/mnist", "train",
                                                       data_dir=data_dir), 0.1)
   assert held == len(rows) == 400
-  assert all("label" not in b for b in batches["target"])  # no target label is read
+  target = evaluator._target_validation_batches  # pylint: disable=protected-access
+  assert all("label" not in b for b in target)  # no target label is read
 
 
 def test_without_a_source_val_split_only_the_target_validators_run(data_dir, tmp_path):

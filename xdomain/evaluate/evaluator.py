@@ -188,39 +188,44 @@ class Evaluator:
     return (jnp.concatenate(features)[:rows], jnp.concatenate(logits)[:rows])
 
   @functools.cached_property
-  def _validation_batches(self) -> dict[str, list]:
-    """The batches the validators read: the held-out part of the labelled
-    training split (`source_val`, with labels; none without
-    --source_val_fraction) and the first VALIDATION_ROWS of the target's
-    training split, its label keys dropped so that nothing can read them."""
+  def _source_val_batches(self) -> list:
+    """The held-out part of the labelled training split (`source_val`, with
+    labels; none without --source_val_fraction): the validators' source rows."""
     experiment = self._experiment
     config = experiment.config
-    batches = {"source_val": []}
-    if config.source_val_fraction:
-      labelled = experiment.labelled_domain
-      _, rows = subsets.source_val_split(
-          data.load_domain(labelled, "train", data_dir=config.data_dir),
-          config.source_val_fraction)
-      batches["source_val"] = [experiment.global_batch(batch) for batch in data.eval_batches(
-          labelled, "train", batch_size=config.eval_batch_size,
-          preprocess=experiment.preprocess, data_dir=config.data_dir,
-          buckets=experiment.buckets, rows=rows)]
+    if not config.source_val_fraction:
+      return []
+    labelled = experiment.labelled_domain
+    _, rows = subsets.source_val_split(
+        data.load_domain(labelled, "train", data_dir=config.data_dir),
+        config.source_val_fraction)
+    return [experiment.global_batch(batch) for batch in data.eval_batches(
+        labelled, "train", batch_size=config.eval_batch_size,
+        preprocess=experiment.preprocess, data_dir=config.data_dir,
+        buckets=experiment.buckets, rows=rows)]
+
+  @functools.cached_property
+  def _target_validation_batches(self) -> list:
+    """The first VALIDATION_ROWS of the target's training split, its label keys
+    dropped so that nothing can read them: the validators' target rows."""
+    experiment = self._experiment
+    config = experiment.config
     count = min(VALIDATION_ROWS, experiment.target_info.split_sizes["train"])
     hidden = experiment.target_info.label_keys
-    batches["target"] = [
+    return [
         experiment.global_batch({k: v for k, v in batch.items() if k not in hidden})
         for batch in data.eval_batches(
             config.target, "train", batch_size=config.eval_batch_size,
             preprocess=experiment.preprocess, data_dir=config.data_dir,
             buckets=experiment.buckets, rows=np.arange(count))]
-    return batches
 
   def _real_outputs(self, part: str, params, batch_stats) -> dict[str, np.ndarray]:
     """Logits, features (and labels of `source_val`) of the real rows (tokens,
     for per-position tasks) of one validation part, at most VALIDATION_ROWS."""
     domain = jnp.int32(DOMAIN_IDS["target" if part == "target" else "source"])
+    batches = self._target_validation_batches if part == "target" else self._source_val_batches
     collected = {"logits": [], "features": [], "labels": []}
-    for batch in self._validation_batches[part]:
+    for batch in batches:
       outputs = jax.device_get(self._outputs(params, batch_stats, batch, domain))
       real = np.asarray(outputs.pop("real"))
       for key, value in outputs.items():
@@ -244,10 +249,9 @@ class Evaluator:
     task = self._experiment.task
     params, batch_stats = state.params["model"], state.batch_stats
     if not task.has_validators:
-      source_val = self._validation_batches["source_val"]
-      if not source_val:
+      if not self._source_val_batches:
         return {}
-      scores = self._task_metrics(source_val, "source", params, batch_stats)
+      scores = self._task_metrics(self._source_val_batches, "source", params, batch_stats)
       return {f"validator/source_{task.headline}": scores[task.headline]}
     source = self._real_outputs("source_val", params, batch_stats)
     target = self._real_outputs("target", params, batch_stats)
