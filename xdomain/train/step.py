@@ -240,5 +240,4 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
 
 def _apply_inference(model, spec: ModelSpec, variables, *inputs) -> jax.Array:
   """Target logits of `model` with `variables` (no dropout, batch-norm statistics fixed)."""
-  variables = {name: value for name, value in variables.items() if value}
   return model.apply(variables, *inputs, train=False, **domain_kwargs(spec, "target"))
