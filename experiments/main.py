@@ -41,7 +41,8 @@ flags.DEFINE_bool(
 # seed CNN's DANN step ran 1.26x (batch 64) and 1.52x (256) faster on a 2-core
 # CPU (benchmarks/results/throughput_cpu.md; 1.04x at batch 64 when measured
 # again, docs/results.md); the test suite checks that a step gives the same
-# numbers either way. GPUs and TPUs ignore them.
+# numbers either way. A GPU ignores them: the CUDA plugin accepts them (H200,
+# jax 0.11.2), though it aborts on some other XLA:CPU flags (tests/conftest.py).
 CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
 # XLA aborts on a flag it does not know; jaxlib 0.10 to 0.12 know these.
 _FIRST_JAXLIB_WITH_CPU_XLA_FLAGS = (0, 10)
