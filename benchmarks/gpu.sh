@@ -14,8 +14,8 @@
 #    STAGEs (default: all) pick some of cnn cnn_torch bilstm bilstm_torch resnet
 #    fcos fcos_adapt tests, e.g. to remeasure the rows a change touches.
 #    Each stage has its own time limit and a failing stage does not stop the
-#    others. On the H200 of 2026-11-30 all stages took 8 minutes (their
-#    limits add up to 9.3); benchmarks/results/throughput_gpu.md.
+#    others; their limits add up to 9.3 minutes. On the H200 of 2026-11-30
+#    the stages but the PyTorch ones took 6 minutes (benchmarks/results/throughput_gpu.md).
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
