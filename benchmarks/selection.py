@@ -5,8 +5,8 @@ validator's pick, and that pick rerun on fresh seeds.
       --pairs=digits/mnist:digits/uci --grid=adapt_weight=0.1,0.3,1,3 \
       --selection_seed=100 --seeds=0,1,2,3,4
 
-  python -m benchmarks.selection --task=detection --metric=target_test_ap50 \
-      --pairs=detect/digits:detect/digits_m --grid=adapt_weight=0.03,0.1,0.3 --rerun=
+  python -m benchmarks.selection --task=detection --methods=dann --metric=target_test_ap50 \
+      --pairs=detect/digits:detect/digits_m --grid=adapt_weight=0.03,0.1,0.3,1 --rerun=
 
 For each method and pair, `experiments/<task>/<method>.flags` runs once per
 grid value on the selection seed (a seed no table reports), holding out
@@ -222,7 +222,7 @@ def markdown(selections: Mapping[str, Mapping[str, dict]], *, grid_flag: str,
   pairs = sorted({p for by_pair in selections.values() for p in by_pair})
   lines = [f"{metric} (%), mean +- std over fresh seeds {','.join(seeds)}, of the"
            f" --{grid_flag} and evaluation step each validator picked on the selection seed;"
-           " in brackets the pick and its accuracy on the selection seed (a pick without"
+           " in brackets the pick and its score on the selection seed (a pick without"
            " fresh seeds was not rerun). The oracle reads target labels: unattainable in"
            " practice.",
            f"Made by `{command}` ({minutes:.0f} min).", "",
