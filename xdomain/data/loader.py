@@ -64,7 +64,7 @@ def _shuffled_rows(n: int, seed: int, start: int, stop: int) -> np.ndarray:
   ``grain.MapDataset.range(n).shuffle(seed=seed).repeat()``.
 
   Calls grain's index permutation directly: through the dataset layers each row
-  cost 2-4x as much, most of an image batch's cost (tests pin the order to
+  cost 2-5x as much (measured), most of an image batch's cost (tests pin the order to
   grain's, the order every table was made with).
   """
   # As grain does: epoch e is permuted with seed + e, so epoch e of one domain

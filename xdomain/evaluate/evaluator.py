@@ -56,9 +56,7 @@ class Evaluator:
     num_classes = experiment.source_info.num_classes
 
     def eval_step(params, batch_stats, batch, domain):
-      variables = {"params": params}
-      if batch_stats:
-        variables["batch_stats"] = batch_stats
+      variables = {"params": params, "batch_stats": batch_stats}
       ids = jnp.full(batch["mask"].shape[:1], domain, jnp.int32)
       logits = model.apply(variables, *task.model_inputs(batch), train=False,
                            **({"domain": ids} if spec.domain_specific_bn else {}))
@@ -67,7 +65,7 @@ class Evaluator:
     def outputs(params, batch_stats, batch, domain):
       """Logits, features, which rows (positions) are real and their labels,
       replicated: every process reads the whole batch's."""
-      variables = {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+      variables = {"params": params, "batch_stats": batch_stats}
       ids = jnp.full(batch["mask"].shape[:1], domain, jnp.int32)
       logits, feats = model.apply(variables, *task.model_inputs(batch), train=False,
                                   return_features=True,
