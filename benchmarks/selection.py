@@ -45,6 +45,7 @@ from absl import flags
 from absl import logging
 
 from benchmarks import accuracy
+from xdomain import tasks
 from xdomain.evaluate import validators as validators_lib
 
 # Its own registry: benchmarks/accuracy.py, which it imports, defines flags of
@@ -91,11 +92,13 @@ _OUT = flags.DEFINE_string(
     flag_values=_FLAGS)
 
 ORACLE = "oracle (target labels)"
-# As metrics.jsonl names them: those of class logits, then detection's
-# (`Evaluator.validators`).
-VALIDATORS = (*validators_lib.VALIDATORS, "source_ap50")
+# As metrics.jsonl names them: those of class logits, then each task's without
+# class logits, its headline metric on source_val (`Evaluator.validators`).
+_HEADLINE_VALIDATORS = tuple(sorted({f"source_{task.headline}" for task in tasks.TASKS.values()
+                                     if not task.has_validators}))
+VALIDATORS = (*validators_lib.VALIDATORS, *_HEADLINE_VALIDATORS)
 # The held-out source score of each task, which the source guard reads.
-SOURCE_SCORES = ("source_accuracy", "source_ap50")
+SOURCE_SCORES = ("source_accuracy", *_HEADLINE_VALIDATORS)
 
 
 def parse_grid(text: str) -> tuple[str, list[str]]:

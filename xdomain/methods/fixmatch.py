@@ -1,14 +1,19 @@
 """FixMatch-style self-training on the target (Sohn et al., NeurIPS 2020).
 
 Each target example is seen twice in the same forward pass as the source:
-a weak view (the teacher side of the task's `consistency_views`: shifted,
-noisy images; text as is) and a strong view (`task.strong_view`:
-RandAugment-style ops and a cutout for images, dropped and swapped words for
-text). The model's own prediction on the weak view, where its confidence
-reaches `--confidence_threshold` (FixMatch's 0.95 when unset), is the label that
-the strong view is trained on; no gradient flows through the weak side. As
-in FixMatch, the weak and strong views go through the model in one batch
-(training mode), and the loss is averaged over all target examples.
+a weak view, the target batch as the loader gives it, and a strong view
+(`task.strong_view`: RandAugment-style ops and a cutout for images, dropped
+and swapped words for text). The weak view is the training augmentation that
+the labelled source gets too (`--augment`: the loader's random shifts of both
+domains; none without it), as in FixMatch, whose labelled and weak images go
+through the same flip-and-shift: the pseudo-labels come from inputs like those
+the classifier learned from. (An extra shift of the target alone made them
+from inputs the source never showed: on uci -> mnist every such run collapsed,
+docs/results.md.) The model's own prediction on the weak view, where its
+confidence reaches `--confidence_threshold` (FixMatch's 0.95 when unset), is
+the label that the strong view is trained on; no gradient flows through the
+weak side. As in FixMatch, the weak and strong views go through the model in
+one batch (training mode), and the loss is averaged over all target examples.
 """
 
 from __future__ import annotations
@@ -25,10 +30,8 @@ DEFAULT_CONFIDENCE_THRESHOLD = 0.95  # FixMatch's tau
 def fixmatch_views(task, inputs, rng, config: Config):
   """Target inputs -> ((weak ++ strong) on the batch axis, weak): both views
   run through the model as the target part of the batch."""
-  weak_key, strong_key = jax.random.split(rng)
-  _, weak = task.consistency_views(inputs, weak_key, config)
-  strong = task.strong_view(inputs, strong_key, config)
-  return task.join(weak, strong), weak
+  strong = task.strong_view(inputs, rng, config)
+  return task.join(inputs, strong), inputs
 
 
 def fixmatch_loss(weak_logits: jax.Array, strong_logits: jax.Array, *,
