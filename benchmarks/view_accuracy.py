@@ -1,7 +1,7 @@
 r"""Accuracy of trained image runs on their source test split under the
-consistency views: as it is, the weak view (`translate_and_noise`, the side
-that mean_teacher, pseudo-label-style and FixMatch's teachers read) and the
-strong view (`strong_augment`, FixMatch's student side).
+consistency views: as it is (what FixMatch's weak side reads, without
+`--augment`), the mean teacher's view (`translate_and_noise`, a shift and
+noise) and the strong view (`strong_augment`, FixMatch's student side).
 
   python benchmarks/view_accuracy.py --workdirs=<run>[,<run>...] [--view_seed=0]
 
@@ -29,7 +29,7 @@ _VIEW_SEED = flags.DEFINE_integer("view_seed", 0, "Seed of the views' random dra
 
 VIEWS = {
     "as is": lambda images, key: images,
-    "weak view": image_classification.translate_and_noise,
+    "shift and noise": image_classification.translate_and_noise,
     "strong view": image_classification.strong_augment,
 }
 

@@ -22,10 +22,10 @@ def test_as_is_is_the_run_s_own_source_test_accuracy_and_views_differ(data_dir, 
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
   accuracies = view_accuracy.view_accuracies(workdir, seed=0)
-  assert list(accuracies) == ["as is", "weak view", "strong view"]
+  assert list(accuracies) == ["as is", "shift and noise", "strong view"]
   assert accuracies["as is"] == pytest.approx(results["source_test_accuracy"], abs=1e-6)
   # The views move the images: a network that reads them scores them differently.
-  assert accuracies["as is"] not in (accuracies["weak view"], accuracies["strong view"])
+  assert accuracies["as is"] not in (accuracies["shift and noise"], accuracies["strong view"])
 
 
 def test_a_folder_without_a_run_is_refused(tmp_path):
