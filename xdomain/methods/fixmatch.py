@@ -8,8 +8,8 @@ the labelled source gets too (`--augment`: the loader's random shifts of both
 domains; none without it), as in FixMatch, whose labelled and weak images go
 through the same flip-and-shift: the pseudo-labels come from inputs like those
 the classifier learned from. (An extra shift of the target alone made them
-from inputs the source never showed: on uci -> mnist every such run collapsed,
-docs/results.md.) The model's own prediction on the weak view, where its
+from inputs the source never showed: on uci -> mnist such runs collapsed from
+weight 1 up, docs/results.md.) The model's own prediction on the weak view, where its
 confidence reaches `--confidence_threshold` (FixMatch's 0.95 when unset), is
 the label that the strong view is trained on; no gradient flows through the
 weak side. As in FixMatch, the weak and strong views go through the model in
