@@ -121,9 +121,7 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
       num_source = source_inputs[0].shape[0]
 
     def loss_fn(params):
-      variables = {"params": params["model"]}
-      if state.batch_stats:
-        variables["batch_stats"] = state.batch_stats
+      variables = {"params": params["model"], "batch_stats": state.batch_stats}
       teacher_inputs = None
       if method.uses_target:
         target_inputs = task.model_inputs(target)
@@ -160,10 +158,7 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
                 state.untrained["teacher"], tuple(teacher_inputs),
                 functools.partial(_apply_inference, model, spec))
           elif method.ema_decay is not None:
-            teacher_variables = {"params": state.ema["params"]}
-            if state.ema["batch_stats"]:
-              teacher_variables["batch_stats"] = state.ema["batch_stats"]
-            teacher_logits = model.apply(teacher_variables, *teacher_inputs, train=False,
+            teacher_logits = model.apply(state.ema, *teacher_inputs, train=False,
                                          **domain_kwargs(spec, "target"))
           outputs = Outputs(
               source_logits=source_logits, source_features=source_features,
