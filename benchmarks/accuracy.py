@@ -43,6 +43,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -247,6 +248,7 @@ def _check_same_flags(workdir: str, flags: dict[str, str], chained: dict[str, st
 
 
 def run_chain(flagfile: str, overrides: dict[str, str], *, task_dir: str, pair_dir: str,
+              own: Mapping[str, str] | None = None, own_dir: str | None = None,
               _chain: tuple[str, ...] = ()) -> tuple[dict, dict[str, str]]:
   """Runs `flagfile` after the runs its `# upstream:` lines name (recursively).
 
@@ -256,6 +258,10 @@ def run_chain(flagfile: str, overrides: dict[str, str], *, task_dir: str, pair_d
       --seed and the table's overrides).
     task_dir: the folder of the table's flag files.
     pair_dir: `<root>/<task>/<pair>`, where the runs of this pair go.
+    own: flags for this file's run only, not its upstreams' (a grid value of
+      `benchmarks/selection.py`: the upstream runs stay one for the grid).
+    own_dir: where this file's run goes instead of `pair_dir` (its upstreams
+      stay in `pair_dir`).
 
   Returns:
     The run's results and the flags given to it: `overrides` plus one
@@ -272,8 +278,8 @@ def run_chain(flagfile: str, overrides: dict[str, str], *, task_dir: str, pair_d
   for flag, upstream in upstreams(flagfile).items():
     run_chain(upstream, overrides, task_dir=task_dir, pair_dir=pair_dir, _chain=chain)
     chained[flag] = workdir_for(upstream, task_dir, pair_dir, overrides["seed"])
-  workdir = workdir_for(flagfile, task_dir, pair_dir, overrides["seed"])
-  used = dict(overrides, **chained)
+  workdir = workdir_for(flagfile, task_dir, own_dir or pair_dir, overrides["seed"])
+  used = dict(overrides, **(own or {}), **chained)
   _check_same_flags(workdir, dict(flag_values(flagfile), **used), chained)
   return _run(flagfile, workdir, used), used
 

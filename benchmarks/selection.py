@@ -26,8 +26,10 @@ flags, and their rows add the target accuracy at the picked evaluation step,
 mean +- std, to set beside `source_only`'s row of `benchmarks/accuracy.py` on
 the same seeds. The table is rewritten after each method and pair, so that a
 sweep cut short keeps what it finished. Runs go to
-`<root>/select/<task>/<pair>/<grid flag>=<value>/<method>/seed<k>` and finished
-ones are reused, as in `benchmarks/accuracy.py`.
+`<root>/select/<task>/<pair>/<grid flag>=<value>/<method>/seed<k>` (their
+upstream runs, which the grid flag does not reach, to
+`<root>/select/<task>/<pair>/upstream/`) and finished ones are reused, as in
+`benchmarks/accuracy.py`.
 """
 
 from __future__ import annotations
@@ -178,10 +180,13 @@ def score_at(workdir: str, step: int, metric: str = "target_test_accuracy") -> f
 
 def select(flagfile: str, pair: str, *, grid_flag: str, grid_values: Sequence[str],
            selection_seed: int, seeds: Sequence[str], common: Mapping[str, str],
-           task_dir: str, task_root: str,
+           task_dir: str, task_root: str, row_flags: Mapping[str, str] | None = None,
            rerun: Sequence[str] = (*VALIDATORS, ORACLE),
            max_source_drop: float = 0.03, metric: str = "target_test_accuracy") -> dict:
   """Grid on the selection seed, the picks, and the `rerun` picks on fresh seeds.
+
+  `common` flags reach the file's upstream runs too; `row_flags` (the held-out
+  source share, the evaluation steps) and the grid value only its own runs.
 
   Returns:
     `{'picks': {validator: [value, step]}, 'picked': {validator: `metric` on the
@@ -193,13 +198,18 @@ def select(flagfile: str, pair: str, *, grid_flag: str, grid_values: Sequence[st
   pair_root = os.path.join(task_root, pair.replace("/", "_"))
 
   def run(value: str, seed: str) -> str:
-    overrides = dict(common, source=source, target=target, seed=seed, **{grid_flag: value})
-    pair_dir = os.path.join(pair_root, f"{grid_flag}={value}")
-    results, _ = accuracy.run_chain(flagfile, overrides, task_dir=task_dir, pair_dir=pair_dir)
+    overrides = dict(common, source=source, target=target, seed=seed)
+    grid_dir = os.path.join(pair_root, f"{grid_flag}={value}")
+    # The grid value, held-out source rows and evaluation steps are the row's
+    # alone: its upstream runs (a pretrained network, a teacher) are one for
+    # the whole grid, and the runs the tables chain.
+    results, _ = accuracy.run_chain(
+        flagfile, overrides, own={**(row_flags or {}), grid_flag: value}, task_dir=task_dir,
+        pair_dir=pair_root, own_dir=grid_dir)
     if (results["source"], results["target"]) != (source, target):
       raise ValueError(f"a run of {pair} reports {results['source']}:{results['target']}:"
                        " selection never mixes pairs")
-    return accuracy.workdir_for(flagfile, task_dir, pair_dir, seed)
+    return accuracy.workdir_for(flagfile, task_dir, grid_dir, seed)
 
   grid = {value: candidates(run(value, str(selection_seed)), metric) for value in grid_values}
   excluded = guarded_out(grid, max_source_drop)
@@ -279,9 +289,12 @@ def main(argv):
   missing = [f for f in files.values() if not os.path.isfile(f)]
   if missing:
     raise app.UsageError(f"no such flag files: {', '.join(missing)}")
-  steps = int(common.get("steps") or accuracy.flag_values(next(iter(files.values())))["steps"])
-  common = dict(common, source_val_fraction=str(_SOURCE_VAL.value),
-                eval_every=str(max(steps // _EVALUATIONS.value, 1)))
+
+  def row_flags(flagfile: str) -> dict[str, str]:
+    steps = int(common.get("steps") or accuracy.flag_values(flagfile)["steps"])
+    return {"source_val_fraction": str(_SOURCE_VAL.value),
+            "eval_every": str(max(steps // _EVALUATIONS.value, 1))}
+
   out = _OUT.value or os.path.join(accuracy.REPO, "benchmarks", "results",
                                    f"selection_{_TASK.value}.md")
   os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -295,6 +308,7 @@ def main(argv):
           flagfile, pair, grid_flag=grid_flag, grid_values=grid_values,
           selection_seed=_SELECTION_SEED.value, seeds=_SEEDS.value, common=common,
           task_dir=task_dir, task_root=os.path.join(_ROOT.value, "select", _TASK.value),
+          row_flags=row_flags(flagfile),
           rerun=rerun, max_source_drop=_MAX_SOURCE_DROP.value, metric=_METRIC.value)
       lines = markdown(selections, grid_flag=grid_flag, seeds=_SEEDS.value, command=command,
                        minutes=(time.time() - started) / 60,

@@ -29,7 +29,7 @@ def _fake_runs(monkeypatch, source_accuracy=None, detection=False):
     values = fake_runs.start(command)
     started.append(values)
     workdir = values["workdir"]
-    weight, seed = float(values["adapt_weight"]), int(values["seed"])
+    weight, seed = float(values.get("adapt_weight", 0)), int(values["seed"])
     events = []
     for step in (2, 4):
       # entropy prefers the largest weight at step 4, snd the smallest at step 2;
@@ -80,6 +80,27 @@ def test_each_validator_picks_its_best_candidate_and_the_pick_runs_on_fresh_seed
   assert rows["entropy"].endswith("(1, 4: -6.0) |") and rows["snd"].endswith("(0.1, 2: 42.0) |")
   assert rows[select.ORACLE].endswith("+- 0.1 (0.3, 4: 64.0) |")
   assert "dev" not in rows  # no run had it
+
+
+def test_the_grid_value_reaches_the_row_and_not_its_upstream_runs(runs, tmp_path):
+  task_dir = tmp_path / "transfer"
+  task_dir.mkdir()
+  flagfile = task_dir / "student.flags"
+  flagfile.write_text(f"# upstream: --init_from={os.path.join(DIGITS, 'source_only.flags')}\n"
+                      "--method=dann\n--adapt_weight=1\n--steps=4\n")
+  select.select(str(flagfile), "digits/mnist:digits/uci", grid_flag="adapt_weight",
+                grid_values=["0.1", "0.3"], selection_seed=100, seeds=["0"],
+                common={"eval_every": "2"}, task_dir=str(task_dir),
+                task_root=str(tmp_path / "runs"), rerun=select.parse_rerun(["snd"]))
+  upstream = [r for r in runs if r["flagfile"].endswith("source_only.flags")]
+  rows = [r for r in runs if r["flagfile"] == str(flagfile)]
+  # One upstream run per seed, shared by the grid, which it never sees.
+  assert sorted(r["seed"] for r in upstream) == ["0", "100"]
+  assert not any("adapt_weight" in r for r in upstream)
+  assert sorted((r["adapt_weight"], r["seed"]) for r in rows) == [
+      ("0.1", "0"), ("0.1", "100"), ("0.3", "100")]
+  shared = {r["seed"]: r["workdir"] for r in upstream}
+  assert all(r["init_from"] == shared[r["seed"]] for r in rows)
 
 
 def test_only_the_rerun_validators_picks_run_on_fresh_seeds(runs, tmp_path):

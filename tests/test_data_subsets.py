@@ -46,3 +46,22 @@ def test_stratified_subset_keeps_every_class_in_proportion():
     subsets.stratified_subset(data, 0.0, seed=0)
   tagged = {"tokens": np.zeros((20, 3))}  # no per-example label: a plain random subset
   assert len(subsets.stratified_subset(tagged, 0.25, seed=0)) == 5
+
+
+def test_few_label_validation_rows_come_out_of_the_labelled_budget():
+  labels = np.repeat(np.arange(4), [200, 100, 60, 40]).astype(np.int32)
+  data = {"image": np.zeros((len(labels), 2)), "label": labels}
+  budget = subsets.stratified_subset(data, 0.1, seed=5)
+  train, held = subsets.labelled_rows(data, fraction=0.1, holdout=0.25, seed=5)
+  assert not set(train) & set(held)
+  np.testing.assert_array_equal(np.sort(np.concatenate([train, held])), budget)
+  np.testing.assert_array_equal(np.bincount(labels[held], minlength=4), [5, 2, 2, 1])
+  # The whole split: the fixed source_val rows, whatever the seed.
+  rest, fixed = subsets.source_val_split(data, 0.25)
+  for seed in (0, 9):
+    train, held = subsets.labelled_rows(data, holdout=0.25, seed=seed)
+    np.testing.assert_array_equal(held, fixed)
+    np.testing.assert_array_equal(train, rest)
+  train, held = subsets.labelled_rows(data, fraction=0.1, seed=5)
+  np.testing.assert_array_equal(train, budget)
+  assert held.size == 0

@@ -73,6 +73,25 @@ def test_held_out_source_rows_never_train(data_dir):
   assert training_rows(0.0) & held_images
 
 
+def test_with_few_target_labels_the_held_out_rows_are_part_of_them(data_dir, tmp_path):
+  config = _config(data_dir, method="source_only", source="digits/mnist", target="digits/uci",
+                   target_labelled_fraction=0.1, source_val_fraction=0.2, seed=4)
+  experiment = Experiment(config, str(tmp_path), devices=jax.devices()[:1])
+  held = experiment.evaluator._source_val_batches  # pylint: disable=protected-access
+  uci = data.load_domain("digits/uci", "train", data_dir=data_dir)
+  budget = subsets.stratified_subset(uci, 0.1, seed=4)
+  train, rows = subsets.labelled_rows(uci, fraction=0.1, holdout=0.2, seed=4)
+  assert sum(int(np.sum(b["mask"])) for b in held) == len(rows) == 30
+  assert set(rows) < set(budget) and not set(rows) & set(train)
+  images = experiment.preprocess.prepare(uci)["image"]
+  held_images = {images[i].tobytes() for i in rows}
+  loader = experiment.training_loader()
+  seen = set()
+  for _ in range(10):  # 160 rows: more than an epoch of the training rows left
+    seen |= {image.tobytes() for image in next(loader)["source"]["image"]}
+  assert len(seen) == len(train) and not seen & held_images
+
+
 def test_the_source_val_split_is_fixed_stratified_and_refused_out_of_range(data_dir, tmp_path):
   labels = data.load_domain("digits/uci", "train", data_dir=data_dir)["label"]
   _, held = subsets.source_val_split({"label": labels}, 0.1)

@@ -119,7 +119,8 @@ class Config:
   source_val_fraction: float = _flag(0.0,
       "Hold out this stratified fraction of the source's training split (the same rows for "
       "every seed; they never train) for the validators that need labelled source data "
-      "(source_accuracy, importance_weighted, dev); 0: none, those validators are skipped.")
+      "(source_accuracy, importance_weighted, dev); 0: none, those validators are skipped. "
+      "With --target_labelled_fraction, of those few target labels instead.")
   # Teacher (proxy) models (xdomain/methods/teacher.py).
   teacher: str | None = _flag(None,
       "distill: workdir of the trained teacher run (any xdomain model).")

@@ -156,11 +156,12 @@ class CrossDomainLoader:
       process_count: number of processes; default ``jax.process_count()``.
       source_split: split of the source domain.
       target_split: split of the target domain.
-      source_holdout: hold out `subsets.source_val_split`'s fraction of the
-        source split first (it never trains; the validators read it).
+      source_holdout: hold out this fraction of the source rows (it never
+        trains; the validators read it; see ``subsets.labelled_rows``).
       source_fraction: train on a stratified random fraction (in (0, 1]) of
-        the source split, drawn with ``seed`` (see ``subsets.stratified_subset``);
-        with ``source == target`` this is the few-target-labels setting.
+        the source split, drawn with ``seed`` (see ``subsets.stratified_subset``),
+        less its ``source_holdout``; with ``source == target`` this is the
+        few-target-labels setting.
       buckets: sequence data (prepared rows with ``lengths``, e.g. by
         ``TextPreprocess``): increasing lengths; the sequence arrays of BOTH
         parts of every batch are cut to the smallest bucket that holds the
@@ -200,6 +201,8 @@ class CrossDomainLoader:
       self._config["length_grouping"] = int(length_grouping)
     if source_holdout:  # likewise
       self._config["source_holdout"] = float(source_holdout)
+      if source_fraction != 1.0:  # held out of the subset, not (as before) of the split
+        self._config["holdout_of_subset"] = True
     if target_index:  # likewise
       self._config["target_index"] = True
     self._buckets = None if buckets is None else tuple(int(b) for b in buckets)
@@ -207,12 +210,9 @@ class CrossDomainLoader:
     self._source = None
     if source is not None:
       source_data = domains.load_domain(source, source_split, data_dir=data_dir)
-      if source_holdout:
-        kept, _ = subsets.source_val_split(source_data, source_holdout)
-        source_data = {k: v[kept] for k, v in source_data.items()}
-      if source_fraction != 1.0:
-        rows = subsets.stratified_subset(source_data, source_fraction, seed=int(seed))
-        source_data = {k: v[rows] for k, v in source_data.items()}
+      rows, _ = subsets.labelled_rows(source_data, fraction=source_fraction,
+                                      holdout=source_holdout, seed=int(seed))
+      source_data = {k: v[rows] for k, v in source_data.items()}
       self._source = preprocess.prepare(source_data)
     target_data = domains.load_domain(target, target_split, data_dir=data_dir)
     self._target = preprocess.prepare(

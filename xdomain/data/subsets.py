@@ -4,7 +4,8 @@ Every domain's fixed train/test split (images, text) and the few target labels
 of `--target_labelled_fraction=0.1` (a stratified 10% of the target's labelled
 training split, trained on as the *source* stream of the run, while the
 unlabelled target stream still holds the whole split without its labels) are
-drawn by `stratified_split`.
+drawn by `stratified_split`. `labelled_rows` says which rows of a labelled
+training split train and which the validators hold out (`--source_val_fraction`).
 """
 
 from __future__ import annotations
@@ -100,3 +101,31 @@ def source_val_split(data: Mapping[str, np.ndarray], fraction: float
     labels = np.zeros(n, np.int64)
   return stratified_split(labels, fraction, seed=SOURCE_VAL_SEED, min_per_stratum=1)
 
+
+
+def labelled_rows(data: Mapping[str, np.ndarray], *, fraction: float = 1.0,
+                  holdout: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """`(train rows, held-out rows)` of the labelled stream's training split.
+
+  With the whole split (`fraction` 1), the held-out rows are `source_val_split`'s
+  and the same for every run seed. With few labels (`fraction` < 1: the
+  `stratified_subset` drawn with `seed`), they are held out of that subset, so
+  that validation spends labels of the budget and not others (Oliver et al.,
+  "Realistic Evaluation of Deep Semi-Supervised Learning Algorithms", 2018).
+
+  Args:
+    data: the split's arrays.
+    fraction: the labelled share trained on (and validated on), in (0, 1].
+    holdout: the share of those rows held out for the validators, in [0, 1).
+    seed: the draw of the few-label subset.
+
+  Returns:
+    Sorted int64 row indices of the split, disjoint; the held-out ones empty
+    without `holdout`.
+  """
+  rows = (np.arange(len(next(iter(data.values()))), dtype=np.int64) if fraction == 1.0
+          else stratified_subset(data, fraction, seed=seed))
+  if not holdout:
+    return rows, np.zeros(0, np.int64)
+  kept, held = source_val_split({k: v[rows] for k, v in data.items()}, holdout)
+  return rows[kept], rows[held]

@@ -188,15 +188,17 @@ class Evaluator:
   @functools.cached_property
   def _source_val_batches(self) -> list:
     """The held-out part of the labelled training split (`source_val`, with
-    labels; none without --source_val_fraction): the validators' source rows."""
+    labels; none without --source_val_fraction): the validators' source rows.
+    With --target_labelled_fraction, part of the few target labels."""
     experiment = self._experiment
     config = experiment.config
     if not config.source_val_fraction:
       return []
     labelled = experiment.labelled_domain
-    _, rows = subsets.source_val_split(
+    _, rows = subsets.labelled_rows(
         data.load_domain(labelled, "train", data_dir=config.data_dir),
-        config.source_val_fraction)
+        fraction=experiment.labelled_fraction, holdout=config.source_val_fraction,
+        seed=config.seed)
     return [experiment.global_batch(batch) for batch in data.eval_batches(
         labelled, "train", batch_size=config.eval_batch_size,
         preprocess=experiment.preprocess, data_dir=config.data_dir,

@@ -124,17 +124,22 @@ class Experiment:
       return config.target
     return config.source
 
+  @property
+  def labelled_fraction(self) -> float:
+    """The share of the labelled domain's training split that the labelled
+    stream draws from: --target_labelled_fraction's few labels, else all."""
+    return self.config.target_labelled_fraction or 1.0
+
   def training_loader(self) -> data.CrossDomainLoader:
     """The labelled stream (less its --source_val_fraction) beside the
     unlabelled target; the target alone for a source-free method."""
     config = self.config
-    few_labels = config.target_labelled_fraction > 0
     return data.CrossDomainLoader(
         self.labelled_domain if self.method.uses_source else None, config.target,
         target_index=self.method.target_labels is not None, batch_size=config.batch_size,
         preprocess=self.preprocess, seed=config.seed, data_dir=config.data_dir,
         buckets=self.buckets,
-        source_fraction=config.target_labelled_fraction if few_labels else 1.0,
+        source_fraction=self.labelled_fraction,
         source_holdout=config.source_val_fraction, length_grouping=config.length_grouping)
 
   @functools.cached_property
