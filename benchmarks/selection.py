@@ -94,13 +94,13 @@ _OUT = flags.DEFINE_string(
     flag_values=_FLAGS)
 
 ORACLE = "oracle (target labels)"
-# As metrics.jsonl names them: those of class logits, then each task's without
-# class logits, its headline metric on source_val (`Evaluator.validators`).
-_HEADLINE_VALIDATORS = tuple(sorted({f"source_{task.headline}" for task in tasks.TASKS.values()
-                                     if not task.has_validators}))
-VALIDATORS = (*validators_lib.VALIDATORS, *_HEADLINE_VALIDATORS)
+# As metrics.jsonl names them: those of class logits, then the tasks' own
+# metrics on source_val (`Task.source_val_scores`, `Evaluator.validators`).
+_TASK_VALIDATORS = tuple(sorted({f"source_{name}" for task in tasks.TASKS.values()
+                                 for name in task.source_val_scores}))
+VALIDATORS = (*validators_lib.VALIDATORS, *_TASK_VALIDATORS)
 # The held-out source score of each task, which the source guard reads.
-SOURCE_SCORES = ("source_accuracy", *_HEADLINE_VALIDATORS)
+SOURCE_SCORES = ("source_accuracy", *_TASK_VALIDATORS)
 
 
 def parse_grid(text: str) -> tuple[str, list[str]]:
@@ -154,7 +154,8 @@ def pick(grid: Mapping[str, Sequence[dict]],
          excluded: Sequence[tuple[str, int]] = ()) -> dict[str, tuple[str, int]]:
   """What each validator (and the oracle) chooses among the candidates of one
   method and pair: `{validator: (grid value, step)}`, argmax (higher is better
-  for every validator); a validator that no candidate has is left out. The
+  for every validator; of tied candidates the first in grid order, then in
+  evaluation order); a validator that no candidate has is left out. The
   `excluded` (grid value, step) candidates are not eligible to the validators;
   the oracle, the best a validator could do, sees every candidate."""
   excluded = {tuple(e) for e in excluded}

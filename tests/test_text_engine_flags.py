@@ -16,8 +16,12 @@ import numpy as np
 import pytest
 
 from tests import flagfiles
+from xdomain import checkpoint
+from xdomain import tasks
+from xdomain.data import domains
 from xdomain.data import text_corpora
 from xdomain.data import text_pipeline
+from xdomain.train import Experiment
 from xdomain.train import train_and_evaluate
 from xdomain.train.writer import read_metrics
 from xdomain.train.experiment import validate_config
@@ -106,3 +110,23 @@ def test_a_tagger_on_one_and_eight_devices_agrees(data_dir, tmp_path):
   for name in ("target_test_token_accuracy", "target_test_oov_token_accuracy",
                "ema_target_test_oov_token_accuracy"):
     assert one[name] == pytest.approx(eight[name], abs=0.01), name
+
+
+def test_entity_taggers_are_validated_by_held_out_span_f1(data_dir, tmp_path):
+  config = flagfiles.config_from_flagfile(
+      "experiments/ner/wnut16.flags", **dict(TINY, data_dir=data_dir, source_val_fraction=0.1))
+  workdir = str(tmp_path / "ner")
+  results = train_and_evaluate(config, workdir, devices=flagfiles.smoke_devices())
+  assert 0.0 <= results["validator/source_span_f1"] <= 1.0
+  assert "validator/source_accuracy" in results
+  # The held-out rows' span F1, as the evaluator scores a test split.
+  variables = checkpoint.load_variables(workdir)
+  evaluator = Experiment(config, workdir,  # reads the run's vocabulary
+                         devices=flagfiles.smoke_devices()).evaluator
+  held = evaluator._source_val_batches  # pylint: disable=protected-access
+  scores = evaluator._task_metrics(  # pylint: disable=protected-access
+      held, "source", variables["params"], variables.get("batch_stats", {}))
+  assert results["validator/source_span_f1"] == pytest.approx(scores["span_f1"])
+  # Part-of-speech tags have no entities: no span F1 to validate by.
+  assert tasks.TASKS[("text", "tagging")].source_val_validators(
+      domains.domain_info("brown/news").label_names) == ()

@@ -242,24 +242,27 @@ class Evaluator:
     source rows; a validator that cannot be computed (no --source_val_fraction)
     is left out, with one log line the first time.
 
-    A task without class logits (detection) has one validator, its headline
-    metric on `source_val` (`validator/source_ap50`), the source-risk
-    validator in the task's own metric.
+    Beside them, the task's `source_val_scores` on `source_val`
+    (`validator/source_<name>`), the source-risk validator in the task's own
+    metric: span F1 for entity tags; detection, without class logits, has only
+    `validator/source_ap50`.
     """
-    task = self._experiment.task
+    experiment = self._experiment
+    task = experiment.task
     params, batch_stats = state.params["model"], state.batch_stats
-    if not task.has_validators:
-      if not self._source_val_batches:
-        return {}
+    values = {}
+    scored = task.source_val_validators(experiment.source_info.label_names)
+    if scored and self._source_val_batches:
       scores = self._task_metrics(self._source_val_batches, "source", params, batch_stats)
-      return {f"validator/source_{task.headline}": scores[task.headline]}
+      values = {f"validator/source_{name}": scores[name] for name in scored}
+    if not task.has_validators:
+      return values
     source = self._real_outputs("source_val", params, batch_stats)
     target = self._real_outputs("target", params, batch_stats)
     inputs = validators_lib.ValidatorInputs(
         source_val_logits=source.get("logits"), source_val_labels=source.get("labels"),
         source_val_features=source.get("features"), target_logits=target["logits"],
-        target_features=target["features"], seed=self._experiment.config.seed)
-    values = {}
+        target_features=target["features"], seed=experiment.config.seed)
     for name, validator in validators_lib.VALIDATORS.items():
       try:
         values[f"validator/{name}"] = validator(inputs)

@@ -35,8 +35,10 @@ class Task:
       the words that the source never labelled apart.
     headline: the metric the console reports after each evaluation.
     has_validators: the model gives class logits per example (or position),
-      which `xdomain.evaluate.validators` score; without, the one validator is
-      the headline metric on the held-out source split (`source_<headline>`).
+      which `xdomain.evaluate.validators` score.
+    source_val_scores: task metrics that are also validators on the held-out
+      source split (`source_<name>`): where accuracy is not the task's score,
+      or there are no logits to score (detection's AP50).
   """
 
   name = ""
@@ -44,10 +46,17 @@ class Task:
   scores_unseen_words = False
   headline = "accuracy"
   has_validators = True
+  source_val_scores: tuple[str, ...] = ()
 
   def validate_config(self, config: Config) -> None:
     """Raises `ConfigError` for flags this task cannot take (default: none)."""
     del config
+
+  def source_val_validators(self, label_names: Sequence[str]) -> tuple[str, ...]:
+    """The `source_val_scores` that the metrics of domains with these labels
+    have."""
+    del label_names
+    return self.source_val_scores
 
   # The experiment: preprocessing, model, a sample batch to initialise it.
 

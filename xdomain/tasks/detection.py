@@ -43,6 +43,7 @@ class Detection(base.Task):
   label_key = "objects"
   headline = "ap50"
   has_validators = False  # no class logits: its validator is source_val AP50
+  source_val_scores = ("ap50",)
 
   def validate_config(self, config: Config) -> None:
     coarsest = max(fcos.STRIDES)

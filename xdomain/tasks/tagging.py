@@ -27,6 +27,10 @@ class Tagging(text.TextTask):
   label_key = "tags"
   model_task = "tagging"
   scores_unseen_words = True
+  source_val_scores = ("span_f1",)  # entities: held-out span F1, not token accuracy
+
+  def source_val_validators(self, label_names: Sequence[str]) -> tuple[str, ...]:
+    return self.source_val_scores if _is_bio(label_names) else ()
 
   def sample_part(self, config: Config) -> dict[str, np.ndarray]:
     return {**super().sample_part(config),
@@ -65,7 +69,7 @@ class Tagging(text.TextTask):
       rows = [o[key][o["valid"].any(axis=1)] for o in outputs]
       return np.concatenate([np.pad(r, ((0, 0), (0, length - r.shape[1]))) for r in rows])
 
-    names = tuple(label_names) if "O" in label_names else None
+    names = tuple(label_names) if _is_bio(label_names) else None
     true, predicted, valid = stack("labels"), stack("predictions"), stack("valid")
     scores = metrics_lib.tagging_metrics(true, predicted, valid, names)
     scores["accuracy"] = scores["token_accuracy"]
@@ -76,3 +80,8 @@ class Tagging(text.TextTask):
       if oov.any():
         scores["oov_token_accuracy"] = metrics_lib.token_accuracy(true, predicted, oov)
     return scores
+
+
+def _is_bio(label_names: Sequence[str]) -> bool:
+  """Entity tags (BIO, an outside tag 'O'), which `span_f1` scores."""
+  return "O" in label_names
