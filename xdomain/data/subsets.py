@@ -102,7 +102,6 @@ def source_val_split(data: Mapping[str, np.ndarray], fraction: float
   return stratified_split(labels, fraction, seed=SOURCE_VAL_SEED, min_per_stratum=1)
 
 
-
 def labelled_rows(data: Mapping[str, np.ndarray], *, fraction: float = 1.0,
                   holdout: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """`(train rows, held-out rows)` of the labelled stream's training split.
