@@ -53,6 +53,20 @@ def test_term_matches_numpy_and_trains_only_the_strong_view():
   assert float(values["fixmatch_kept"]) == 1.0
 
 
+def test_class_balance_weighs_each_pseudo_class_alike():
+  # Three confident examples of class 0, one of class 2, one not confident.
+  weak = np.array([[9, 0, 0], [9, 0, 0], [9, 0, 0], [0, 0, 9], [0, 0, 0]], np.float32)
+  strong = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
+  method = METHODS["fixmatch"](Config(method="fixmatch", class_balance=True))
+  values = method.terms(outputs(jnp.asarray(np.concatenate([weak, strong]))), {},
+                        jax.random.key(0), 0)
+  log_ps = strong - np.log(np.exp(strong).sum(1, keepdims=True))
+  ce = -log_ps[np.arange(5), weak.argmax(1)]
+  weights = np.array([4 / (2 * 3)] * 3 + [4 / (2 * 1), 0])  # K / (C+ n_c), K = 4 kept
+  np.testing.assert_allclose(values["fixmatch"], np.sum(weights * ce) / 5, rtol=1e-5)
+  np.testing.assert_allclose(values["fixmatch_kept"], 0.8)
+
+
 def test_views_put_weak_then_strong_in_the_target_part():
   images = np.random.default_rng(1).normal(size=(3, 16, 16, 1)).astype(np.float32)
   task, config = ImageClassification(), Config(method="fixmatch")

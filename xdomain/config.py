@@ -133,7 +133,8 @@ class Config:
       "pseudo_label: copy the student (or its EMA) into the teacher every this many steps.")
   teacher_source: str = _flag("student",
       "pseudo_label: refresh the teacher from the 'student' or its 'ema'.")
-  class_balance: bool = _flag(False, 'pseudo_label: give every pseudo-class the same total weight.')
+  class_balance: bool = _flag(
+      False, 'pseudo_label, fixmatch: give every pseudo-class the same total weight.')
 
   image_size: int = _flag(28, 'Images are resized to image_size x image_size.')
   channels: int = _flag(1, 'Images are converted to 1 (grey) or 3 (RGB) channels.')

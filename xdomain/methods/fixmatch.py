@@ -35,13 +35,15 @@ def fixmatch_views(task, inputs, rng, config: Config):
 
 
 def fixmatch_loss(weak_logits: jax.Array, strong_logits: jax.Array, *,
-                  confidence_threshold: float, where: jax.Array | None = None
-                  ) -> tuple[jax.Array, jax.Array]:
+                  confidence_threshold: float, class_balance: bool = False,
+                  where: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """(mean cross-entropy of the strong view to the weak view's confident
   argmax over all valid examples, kept fraction) (`losses.pseudo_label_loss`,
-  the weak side detached)."""
+  the weak side detached; `class_balance` gives each pseudo-class the same
+  total weight)."""
   return losses.pseudo_label_loss(strong_logits, jax.lax.stop_gradient(weak_logits),
-                                  confidence_threshold=confidence_threshold, where=where)
+                                  confidence_threshold=confidence_threshold,
+                                  class_balance=class_balance, where=where)
 
 
 def make_fixmatch(config: Config) -> base.Method:
@@ -57,7 +59,8 @@ def make_fixmatch(config: Config) -> base.Method:
     weak, _ = base.flatten_tokens(logits[:half], mask)
     strong, _ = base.flatten_tokens(logits[half:], mask)
     mask = None if mask is None else mask.reshape(-1)
-    loss, kept = fixmatch_loss(weak, strong, confidence_threshold=threshold, where=mask)
+    loss, kept = fixmatch_loss(weak, strong, confidence_threshold=threshold,
+                               class_balance=config.class_balance, where=mask)
     return {"fixmatch": loss, "fixmatch_kept": kept}
 
   return base.Method(
