@@ -11,15 +11,17 @@ validator's pick, and that pick rerun on fresh seeds.
 For each method and pair, `experiments/<task>/<method>.flags` runs once per
 grid value on the selection seed (a seed no table reports), holding out
 `--source_val_fraction` of the source's training split and evaluating
-`--evaluations` times. Every (grid value, evaluation step) is a candidate; each
-validator (`xdomain.evaluate.validators`, in `metrics.jsonl`) picks the
-candidate it scores highest, and the oracle picks the best target test score,
-`--metric` (shown, marked as unattainable: it reads target labels). Detection
-has one validator, source_val AP50. Behind the source guard
-(`validators.source_guard`, `--max_source_drop`), a candidate whose source_val
-accuracy (detection: AP50) is more than that drop below the grid's best is not
-eligible to any validator: the target-only ones otherwise pick networks whose
-predictions collapsed. Every pick's row shows
+`--evaluations` times (with few target labels, the held-out rows are part of
+them). Every (grid value, evaluation step) is a candidate; each validator
+(`xdomain.evaluate.validators`, and the tasks' own scores on source_val, e.g.
+NER's span F1, in `metrics.jsonl`) picks the candidate it scores highest, and
+the oracle picks the best target test score, `--metric` (shown, marked as
+unattainable: it reads target labels). Detection has one validator, source_val
+AP50. Behind the source guard (`validators.source_guard`, `--max_source_drop`),
+a candidate whose source_val accuracy (detection: AP50) is more than that drop
+below the grid's best is not eligible to any validator: the target-only ones
+otherwise pick networks whose predictions collapsed, if they gave up the source
+too (a collapse of the target alone passes it). Every pick's row shows
 its target accuracy on the selection seed; the picks of the `--rerun`
 validators (all by default) are then run on the fresh `--seeds` with the same
 flags, and their rows add the target accuracy at the picked evaluation step,
