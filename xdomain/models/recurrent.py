@@ -1,8 +1,8 @@
 """Scan-based LSTM and GRU layers over padded batches, stackable and bidirectional.
 
 Each layer reads `inputs [B, L, D]` with `lengths [B]`. The input projection of
-all time steps is one matmul outside the scan; the scan (`nn.scan` with the
-parameters broadcast) only does the recurrent matmul. At steps t >= length the
+all time steps is one matmul outside the scan; the scan only does the
+recurrent matmul (the LSTM's with a written-out gradient, `lstm_recurrence`). At steps t >= length the
 state is carried unchanged and the output is zero, so nothing past a sequence's
 length reaches an output, the final state or anything computed from them. A
 backward layer reverses each sequence inside its own length, runs forward, and
@@ -42,23 +42,103 @@ def _lstm_bias_init(key, shape, dtype=jnp.float32):
   return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(1.0)
 
 
-class _LSTMStep(nn.Module):
-  """One masked LSTM step; `xs` holds the projected input and the step mask."""
+def _lstm_scan(kernel, projected, mask):
+  """The masked LSTM over time-major inputs, keeping what its gradient needs.
+
+  Args:
+    kernel: U [H, 4H].
+    projected: W x + b, float [L, B, 4H].
+    mask: bool [L, B, 1], the valid steps.
+
+  Returns:
+    (outputs [L, B, H] zero at invalid steps, final h [B, H], residuals): the
+    activated gates, tanh(c') and the state each step read.
+  """
+  hidden = kernel.shape[0]
+  zeros = jnp.zeros((projected.shape[1], hidden), projected.dtype)
+
+  def step(carry, xs):
+    c, h = carry
+    gates_in, valid = xs
+    i, f, g, o = jnp.split(gates_in + h @ kernel, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    tanh_c = jnp.tanh(f * c + i * g)
+    new_h = o * tanh_c
+    carry = jnp.where(valid, f * c + i * g, c), jnp.where(valid, new_h, h)
+    return carry, (jnp.where(valid, new_h, 0.0), (i, f, g, o, tanh_c, c, h))
+
+  (_, final), (outputs, residuals) = jax.lax.scan(step, (zeros, zeros), (projected, mask))
+  return outputs, final, residuals
+
+
+@jax.custom_vjp
+def lstm_recurrence(kernel, projected, mask):
+  """`(outputs [L, B, H], final h [B, H])` of a masked LSTM from zero state.
+
+  At invalid steps the state is carried unchanged and the output is zero. The
+  gradient is written out (`_lstm_recurrence_bwd`) rather than left to
+  autodiff: its backward scan does one matmul per step, dgates U^T, and dU is
+  one matmul over all steps after it, where autodiff accumulates h^T dgates
+  step by step. The step is bound by per-step work on a CPU.
+  """
+  outputs, final, _ = _lstm_scan(kernel, projected, mask)
+  return outputs, final
+
+
+def _lstm_recurrence_fwd(kernel, projected, mask):
+  outputs, final, residuals = _lstm_scan(kernel, projected, mask)
+  return (outputs, final), (kernel, mask, residuals)
+
+
+def _lstm_recurrence_bwd(saved, cotangents):
+  kernel, mask, (i, f, g, o, tanh_c, c_prev, h_prev) = saved
+  d_outputs, d_final = cotangents
+  kernel_t = kernel.T
+
+  def step(carry, xs):
+    d_c, d_h = carry  # cotangents of the state after this step
+    i, f, g, o, tanh_c, c_prev, valid, d_out = xs
+    # Invalid steps pass the state through: their cotangent goes to the
+    # state before them untouched, and nothing reaches their gates.
+    d_h_new = jnp.where(valid, d_h + d_out, 0.0)
+    d_c_new = jnp.where(valid, d_c, 0.0) + d_h_new * o * (1.0 - tanh_c * tanh_c)
+    d_gates = jnp.concatenate([
+        d_c_new * g * i * (1.0 - i), d_c_new * c_prev * f * (1.0 - f),
+        d_c_new * i * (1.0 - g * g), d_h_new * tanh_c * o * (1.0 - o)], axis=-1)
+    d_h_prev = d_gates @ kernel_t + jnp.where(valid, 0.0, d_h)
+    d_c_prev = d_c_new * f + jnp.where(valid, 0.0, d_c)
+    return (d_c_prev, d_h_prev), d_gates
+
+  _, d_gates = jax.lax.scan(
+      step, (jnp.zeros_like(d_final), d_final),
+      (i, f, g, o, tanh_c, c_prev, mask, d_outputs), reverse=True)
+  d_kernel = jnp.einsum("lbh,lbg->hg", h_prev, d_gates)
+  return d_kernel, d_gates, None
+
+
+lstm_recurrence.defvjp(_lstm_recurrence_fwd, _lstm_recurrence_bwd)
+
+
+class _RecurrentKernel(nn.Module):
+  """The recurrent kernel U [H, G*H] as a parameter `kernel`."""
+  shape: tuple[int, int]
+
+  @nn.compact
+  def __call__(self):
+    return self.param("kernel", nn.initializers.orthogonal(), self.shape)
+
+
+class _LSTMCell(nn.Module):
+  """Holds U at `cell/hh/kernel`, where a scanned `nn.Dense` would (so
+  checkpoints of either layout load), and runs `lstm_recurrence`."""
   hidden_size: int
 
   @nn.compact
-  def __call__(self, carry, xs):
-    c, h = carry
-    projected, mask = xs
-    gates = projected + nn.Dense(
-        4 * self.hidden_size, use_bias=False,
-        kernel_init=nn.initializers.orthogonal(), name="hh")(h)
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
-    new_c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    new_h = jax.nn.sigmoid(o) * jnp.tanh(new_c)
-    new_c = jnp.where(mask, new_c, c)
-    new_h = jnp.where(mask, new_h, h)
-    return (new_c, new_h), jnp.where(mask, new_h, 0.0)
+  def __call__(self, projected, mask):
+    kernel = _RecurrentKernel((self.hidden_size, 4 * self.hidden_size), name="hh")()
+    outputs, final = lstm_recurrence(
+        kernel, projected.swapaxes(0, 1), mask.swapaxes(0, 1))
+    return outputs.swapaxes(0, 1), final
 
 
 class _GRUStep(nn.Module):
@@ -87,14 +167,12 @@ class _RecurrentLayer(nn.Module):
   reverse: bool = False
 
   # Set by subclasses; ClassVars so they are not dataclass fields.
-  _step: ClassVar[Any]
   _num_gates: ClassVar[int]
   _bias_init: ClassVar[Any] = staticmethod(nn.initializers.zeros)
 
-  def _initial_carry(self, batch: int, dtype):
-    raise NotImplementedError
-
-  def _final_state(self, carry):
+  def _recur(self, projected, mask):
+    """(outputs [B, L, H], final [B, H]) from the projected inputs
+    [B, L, G*H] and the step mask [B, L, 1]; its parameters live in `cell`."""
     raise NotImplementedError
 
   @nn.compact
@@ -123,14 +201,10 @@ class _RecurrentLayer(nn.Module):
         self._num_gates * self.hidden_size, bias_init=self._bias_init,
         name="ih")(inputs)
     mask = inputs_lib.sequence_mask(lengths, max_length)[..., None]
-    scan = nn.scan(
-        self._step, variable_broadcast="params", split_rngs={"params": False},
-        in_axes=1, out_axes=1)
-    carry, outputs = scan(self.hidden_size, name="cell")(
-        self._initial_carry(batch, projected.dtype), (projected, mask))
+    outputs, final = self._recur(projected, mask)
     if self.reverse:
       outputs = inputs_lib.reverse_within_length(outputs, lengths)
-    return outputs, self._final_state(carry)
+    return outputs, final
 
 
 class LSTM(_RecurrentLayer):
@@ -140,16 +214,11 @@ class LSTM(_RecurrentLayer):
     hidden_size: H.
     reverse: read each sequence backwards inside its length.
   """
-  _step: ClassVar[Any] = _LSTMStep
   _num_gates: ClassVar[int] = 4
   _bias_init: ClassVar[Any] = staticmethod(_lstm_bias_init)
 
-  def _initial_carry(self, batch, dtype):
-    zeros = jnp.zeros((batch, self.hidden_size), dtype)
-    return zeros, zeros
-
-  def _final_state(self, carry):
-    return carry[1]
+  def _recur(self, projected, mask):
+    return _LSTMCell(self.hidden_size, name="cell")(projected, mask)
 
 
 class GRU(_RecurrentLayer):
@@ -159,14 +228,15 @@ class GRU(_RecurrentLayer):
     hidden_size: H.
     reverse: read each sequence backwards inside its length.
   """
-  _step: ClassVar[Any] = _GRUStep
   _num_gates: ClassVar[int] = 3
 
-  def _initial_carry(self, batch, dtype):
-    return jnp.zeros((batch, self.hidden_size), dtype)
-
-  def _final_state(self, carry):
-    return carry
+  def _recur(self, projected, mask):
+    scan = nn.scan(
+        _GRUStep, variable_broadcast="params", split_rngs={"params": False},
+        in_axes=1, out_axes=1)
+    initial = jnp.zeros((projected.shape[0], self.hidden_size), projected.dtype)
+    final, outputs = scan(self.hidden_size, name="cell")(initial, (projected, mask))
+    return outputs, final
 
 
 CELLS = {"lstm": LSTM, "gru": GRU}
