@@ -2,9 +2,10 @@
 
 Each layer reads `inputs [B, L, D]` with `lengths [B]`. The input projection of
 all time steps is one matmul outside the scan; the scan only does the
-recurrent matmul (the LSTM's with a written-out gradient, `lstm_recurrence`). At steps t >= length the
-state is carried unchanged and the output is zero, so nothing past a sequence's
-length reaches an output, the final state or anything computed from them. A
+recurrent matmul (the LSTM's with a written-out gradient, `lstm_recurrence`).
+At steps t >= length the state is carried unchanged and the output is zero, so
+nothing past a sequence's length reaches an output, the final state or anything
+computed from them. A
 backward layer reverses each sequence inside its own length, runs forward, and
 reverses the outputs back.
 
@@ -62,9 +63,10 @@ def _lstm_scan(kernel, projected, mask):
     gates_in, valid = xs
     i, f, g, o = jnp.split(gates_in + h @ kernel, 4, axis=-1)
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-    tanh_c = jnp.tanh(f * c + i * g)
+    new_c = f * c + i * g
+    tanh_c = jnp.tanh(new_c)
     new_h = o * tanh_c
-    carry = jnp.where(valid, f * c + i * g, c), jnp.where(valid, new_h, h)
+    carry = jnp.where(valid, new_c, c), jnp.where(valid, new_h, h)
     return carry, (jnp.where(valid, new_h, 0.0), (i, f, g, o, tanh_c, c, h))
 
   (_, final), (outputs, residuals) = jax.lax.scan(step, (zeros, zeros), (projected, mask))
@@ -193,7 +195,7 @@ class _RecurrentLayer(nn.Module):
     if lengths.shape != inputs.shape[:1]:
       raise ValueError(
           f"lengths must be [B] = {inputs.shape[:1]}; got shape {lengths.shape}.")
-    batch, max_length, _ = inputs.shape
+    max_length = inputs.shape[1]
     lengths = jnp.clip(lengths, 0, max_length)
     if self.reverse:
       inputs = inputs_lib.reverse_within_length(inputs, lengths)
