@@ -1,11 +1,13 @@
 """Model shapes, parameter layout, domain-specific batch norm and argument errors."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from xdomain import models
+from xdomain.models import cnn
 
 _KEY = jax.random.key(0)
 _TOKENS = np.array([[3, 4, 5, 0], [2, 0, 0, 0], [0, 0, 0, 0]], np.int32)
@@ -23,6 +25,22 @@ def test_seed_cnn_has_keras_parameter_count():
   assert _num_params(variables) == 225_034
   assert (logits.shape, feats.shape) == ((2, 10), (2, 128))
   assert set(variables["params"]) == {"backbone", "head"}
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 6, 4), (2, 7, 5, 3)])
+def test_max_pool_2x2_equals_flax_max_pool_with_its_gradient(shape):
+  """Exact forward and gradient, ties included (the first maximum gets it)."""
+  rng = np.random.default_rng(0)
+  # Few distinct values: most windows hold ties, as ReLU's zeros make.
+  x = jnp.asarray(rng.integers(-1, 3, shape).clip(0), jnp.float32)
+  cotangent = jnp.asarray(rng.normal(size=(shape[0], shape[1] // 2, shape[2] // 2, shape[3])),
+                          jnp.float32)
+  flax_pool = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(cnn.max_pool_2x2(x), flax_pool(x))
+  grad = lambda pool: jax.grad(lambda v: jnp.sum(pool(v) * cotangent))(x)
+  np.testing.assert_array_equal(grad(cnn.max_pool_2x2), grad(flax_pool))
+  with_nan = x.at[0, 1, 1, 0].set(jnp.nan)
+  assert jnp.isnan(cnn.max_pool_2x2(with_nan)[0, 0, 0, 0])
 
 
 @pytest.mark.parametrize("model, inputs, logits_shape, feats_shape", [
