@@ -24,6 +24,7 @@ import glob
 import gzip
 import json
 import os
+import sys
 import tempfile
 
 from absl import app
@@ -31,16 +32,25 @@ from absl import flags
 
 from benchmarks import throughput
 
+# Its own registry: tests import this module beside experiments/main.py, which
+# defines --method and --batch_size in absl's global one.
+_FLAGS = flags.FlagValues()
 _EXPERIMENT = flags.DEFINE_string("experiment", None, "The experiment's flag file.",
-                                  required=True)
-_METHOD = flags.DEFINE_string("method", None, "Method (default: the file's).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Batch size per domain (default: the file's).")
-_OVERRIDES = flags.DEFINE_list("overrides", [], "Config fields to set: flag=value,...")
+                                  required=True, flag_values=_FLAGS)
+_METHOD = flags.DEFINE_string("method", None, "Method (default: the file's).",
+                              flag_values=_FLAGS)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", None,
+                                   "Batch size per domain (default: the file's).",
+                                   flag_values=_FLAGS)
+_OVERRIDES = flags.DEFINE_list("overrides", [], "Config fields to set: flag=value,...",
+                               flag_values=_FLAGS)
 _VARIANT = flags.DEFINE_enum("variant", "no_ynn_fusion", list(throughput.VARIANTS),
-                             "XLA setting (throughput.VARIANTS; no_ynn_fusion is the runner's).")
-_STEPS = flags.DEFINE_integer("steps", 10, "Steps traced.")
-_TOP = flags.DEFINE_integer("top", 30, "Events printed.")
-_HLO = flags.DEFINE_string("hlo", None, "File to write the compiled step's HLO text to.")
+                             "XLA setting (throughput.VARIANTS; no_ynn_fusion is the runner's).",
+                             flag_values=_FLAGS)
+_STEPS = flags.DEFINE_integer("steps", 10, "Steps traced.", flag_values=_FLAGS)
+_TOP = flags.DEFINE_integer("top", 30, "Events printed.", flag_values=_FLAGS)
+_HLO = flags.DEFINE_string("hlo", None, "File to write the compiled step's HLO text to.",
+                           flag_values=_FLAGS)
 
 # Trace events that are not XLA ops: Python frames ($file:line), the
 # executor's spans around the whole program, the jit dispatch.
@@ -106,5 +116,14 @@ def main(argv):
     print(f"| {row['ms_per_step']:.2f} | {row['calls_per_step']:g} | {row['name'][:100]} |")
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    remaining = _FLAGS(argv)
+  except flags.Error as error:
+    sys.exit(f"{argv[0]}: {error}")
+  flags.FLAGS.mark_as_parsed()  # absl's own (logging) flags keep their defaults
+  return remaining
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
