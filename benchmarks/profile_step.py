@@ -6,14 +6,14 @@ r"""Where a train step's time goes: per-op time from a profiler trace.
 
 Builds the step as `benchmarks/throughput.py` does (the experiment's Config,
 `--method` / `--batch_size` / `--overrides` on top), runs `--steps` compiled
-steps on one batch under `jax.profiler.trace`, and prints the `--top` events of
-the trace by time per step: XLA ops under their HLO names (`convolution.1`,
-`wrapped_reduce-window.10`, ...; the runtime's and Python's own spans left
-out). `--hlo=FILE`
-writes the compiled program's HLO text, where those names are defined with
-their shapes. `--variant` is one of throughput.py's XLA settings (default: the
-runner's). Durations overlap where ops run in parallel: compare ops with each
-other, not with the step.
+steps on the loader's first batch (text: at that batch's bucket length, not
+necessarily the most common one) under `jax.profiler.trace`, and prints the
+`--top` events of the trace by time per step: XLA ops under their HLO names
+(`convolution.1`, `wrapped_reduce-window.10`, ...; the runtime's and Python's
+own spans left out). `--hlo=FILE` writes the compiled program's HLO text,
+where those names are defined with their shapes. `--variant` is one of
+throughput.py's XLA settings (default: the runner's). Durations overlap where
+ops run in parallel: compare ops with each other, not with the step.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ _OVERRIDES = flags.DEFINE_list("overrides", [], "Config fields to set: flag=valu
 _VARIANT = flags.DEFINE_enum("variant", "no_ynn_fusion", list(throughput.VARIANTS),
                              "XLA setting (throughput.VARIANTS; no_ynn_fusion is the runner's).",
                              flag_values=_FLAGS)
-_STEPS = flags.DEFINE_integer("steps", 10, "Steps traced.", flag_values=_FLAGS)
-_TOP = flags.DEFINE_integer("top", 30, "Events printed.", flag_values=_FLAGS)
+_STEPS = flags.DEFINE_integer("steps", 10, "Steps traced.", lower_bound=1, flag_values=_FLAGS)
+_TOP = flags.DEFINE_integer("top", 30, "Events printed.", lower_bound=1, flag_values=_FLAGS)
 _HLO = flags.DEFINE_string("hlo", None, "File to write the compiled step's HLO text to.",
                            flag_values=_FLAGS)
 
@@ -82,7 +82,7 @@ def op_times(config, *, steps: int, devices=None, hlo_path: str | None = None) -
     state, metrics = compiled(state, batch, run.step_rng)
   jax.block_until_ready(metrics)
   with tempfile.TemporaryDirectory() as logdir:
-    with jax.profiler.trace(logdir, create_perfetto_trace=True):
+    with jax.profiler.trace(logdir):
       for _ in range(steps):
         state, metrics = compiled(state, batch, run.step_rng)
       jax.block_until_ready(metrics)
