@@ -8,7 +8,7 @@ Builds the step as `benchmarks/throughput.py` does (the experiment's Config,
 `--method` / `--batch_size` / `--overrides` on top), runs `--steps` compiled
 steps on the loader's first batch (text: at that batch's bucket length, not
 necessarily the most common one) under `jax.profiler.trace`, and prints the
-`--top` events of the trace by time per step: XLA ops under their HLO names
+`--top` XLA ops of the trace by time per step, under their HLO names
 (`convolution.1`, `wrapped_reduce-window.10`, ...; the runtime's and Python's
 own spans left out). `--hlo=FILE` writes the compiled program's HLO text,
 where those names are defined with their shapes. `--variant` is one of
@@ -58,11 +58,11 @@ _NOT_OPS = ("$", "ThunkExecutor::", "PjitFunction")
 
 
 def op_times(config, *, steps: int, devices=None, hlo_path: str | None = None) -> list[dict]:
-  """Events of `steps` traced train steps of `config`, longest first.
+  """XLA ops of `steps` traced train steps of `config`, longest first.
 
   Returns:
-    [{"name", "ms_per_step", "calls_per_step"}]: total duration of each trace
-    event name divided by `steps`.
+    [{"name", "ms_per_step", "calls_per_step"}]: total duration of each op's
+    trace events divided by `steps` (the runtime's and Python's spans left out).
   """
   if steps < 1:
     raise ValueError(f"steps must be >= 1; got {steps}.")
@@ -91,7 +91,8 @@ def op_times(config, *, steps: int, devices=None, hlo_path: str | None = None) -
       events = json.load(f)["traceEvents"]
   duration, calls = collections.Counter(), collections.Counter()
   for event in events:
-    if event.get("ph") == "X" and "dur" in event:  # complete events, microseconds
+    # Complete events (durations in microseconds) of ops.
+    if event.get("ph") == "X" and "dur" in event and not event["name"].startswith(_NOT_OPS):
       duration[event["name"]] += event["dur"]
       calls[event["name"]] += 1
   return [{"name": name, "ms_per_step": total / steps / 1e3,
@@ -111,8 +112,7 @@ def main(argv):
   print(f"{config.method}, batch {config.batch_size}/domain, {_STEPS.value} steps,"
         f" XLA setting {_VARIANT.value}:")
   print("| ms/step | calls/step | event |\n| --- | --- | --- |")
-  ops = [row for row in rows if not row["name"].startswith(_NOT_OPS)]
-  for row in ops[:_TOP.value]:
+  for row in rows[:_TOP.value]:
     print(f"| {row['ms_per_step']:.2f} | {row['calls_per_step']:g} | {row['name'][:100]} |")
 
 

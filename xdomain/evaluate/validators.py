@@ -740,8 +740,8 @@ def source_guard(source_accuracies, *, max_drop: float = 0.03) -> np.ndarray:
   (self-training on MNIST -> MNIST-M; `mutual_information` scores that low).
   Within max_drop of the best, source accuracy differs by noise (one binomial
   standard error is 1.1 points at 95% on 400 rows; 0.03 is about three), so
-  the guard leaves the choice among sound candidates to the validator. `source_accuracy` itself picks the
-  same with or without it.
+  the guard leaves the choice among sound candidates to the validator.
+  `source_accuracy` itself picks the same with or without it.
 
   Args:
     source_accuracies: float [M], each candidate's `source_accuracy`; a

@@ -5,9 +5,8 @@ all time steps is one matmul outside the scan; the scan only does the
 recurrent matmul (the LSTM's with a written-out gradient, `lstm_recurrence`).
 At steps t >= length the state is carried unchanged and the output is zero, so
 nothing past a sequence's length reaches an output, the final state or anything
-computed from them. A
-backward layer reverses each sequence inside its own length, runs forward, and
-reverses the outputs back.
+computed from them. A backward layer reverses each sequence inside its own
+length, runs forward, and reverses the outputs back.
 
 Equations (x_t input, h/c state, sigma the logistic function):
 
