@@ -12,7 +12,8 @@ necessarily the most common one) under `jax.profiler.trace`, and prints the
 (`convolution.1`, `wrapped_reduce-window.10`, ...; the runtime's and Python's
 own spans left out). `--hlo=FILE` writes the compiled program's HLO text,
 where those names are defined with their shapes. `--variant` is one of
-throughput.py's XLA settings (default: the runner's). Durations overlap where
+throughput.py's XLA settings (default: the runner's); host memory is the
+runner's too (`xdomain.host_memory`). Durations overlap where
 ops run in parallel: compare ops with each other, not with the step.
 """
 
@@ -31,6 +32,7 @@ from absl import app
 from absl import flags
 
 from benchmarks import throughput
+from xdomain import host_memory
 
 # Its own registry: tests import this module beside experiments/main.py, which
 # defines --method and --batch_size in absl's global one.
@@ -104,6 +106,7 @@ def main(argv):
   del argv
   os.environ["XLA_FLAGS"] = " ".join(
       filter(None, [os.environ.get("XLA_FLAGS", ""), throughput.VARIANTS[_VARIANT.value]]))
+  host_memory.reuse_freed_memory()  # the runner's setting, before JAX starts its threads
   config = throughput.experiment_config(_EXPERIMENT.value)
   changes = {k: v for k, v in (("method", _METHOD.value), ("batch_size", _BATCH_SIZE.value))
              if v is not None}

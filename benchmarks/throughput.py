@@ -17,7 +17,11 @@ the file, with `--method` and `--batch_size` set per row (`--model` and
 `--image_size` then come from the file). Here `--flagfile` names the
 experiment: this script's own flags are not read from a file.
 
-Each variant runs in its own process (XLA flags must be set before JAX starts).
+Each variant runs in its own process (XLA flags must be set before JAX starts),
+once per `--host_memory` setting: `reuse` (the runner's default,
+`xdomain.host_memory.reuse_freed_memory`: glibc's malloc keeps freed memory, so
+a step does not page-fault its temporary buffers in again) or `malloc` (glibc's
+own behaviour, as in a program that imports xdomain).
 For every method and batch size (per domain) it reports:
 - `compile s`: lowering + compiling the jitted train step;
 - `step ex/s`: the step alone, fed the same device-resident batch (the ceiling);
@@ -95,6 +99,10 @@ _EXPERIMENT = flags.DEFINE_string(
 _LENGTH_GROUPING = flags.DEFINE_integer(
     "length_grouping", None, "Text: --length_grouping for the runs (default: the flag file's).",
     flag_values=_FLAGS)
+HOST_MEMORY = ("reuse", "malloc")
+_HOST_MEMORY = flags.DEFINE_list(
+    "host_memory", ["reuse"], "Host allocator settings to compare: reuse (the runner's,"
+    " xdomain.host_memory) or malloc (glibc's own).", flag_values=_FLAGS)
 _VARIANTS = flags.DEFINE_list("variants", ["default"],
                               "XLA settings to compare: " + ", ".join(VARIANTS) + ".",
                               flag_values=_FLAGS)
@@ -292,6 +300,9 @@ def with_overrides(config: Config, overrides: list[str]) -> Config:
 
 
 def _child() -> None:
+  if _HOST_MEMORY.value == ["reuse"]:  # before JAX starts its threads
+    from xdomain import host_memory
+    host_memory.reuse_freed_memory()
   experiment = experiment_config(_EXPERIMENT.value) if _EXPERIMENT.value else None
   if experiment and _LENGTH_GROUPING.value is not None:
     experiment = dataclasses.replace(experiment, length_grouping=_LENGTH_GROUPING.value)
@@ -328,15 +339,16 @@ def _header(config: Config | None, text: bool) -> list[str]:
            f" {_REPEATS.value} pairs of {_STEPS.value} and {3 * _STEPS.value} steps.", ""]
   if not text:
     return lines + [
-        "| variant | method | batch/domain | compile s | step ex/s | loop ex/s | scan8 ex/s |",
-        "| --- | --- | --- | --- | --- | --- | --- |"]
+        ("| variant | host memory | method | batch/domain | compile s | step ex/s | loop ex/s |"
+         " scan8 ex/s |"),
+        "| --- | --- | --- | --- | --- | --- | --- | --- |"]
   return lines + [
       (f"`step` and `scan8` feed a batch of the most common `length` among the first"
        f" {_PROBE_BATCHES} batches; `loop` feeds the loader's batches (`loop lengths`:"
        " length:batches); tok/s counts real (unpadded) tokens."), "",
-      ("| variant | method | batch/domain | compile s | length | step ex/s | loop ex/s |"
-       " scan8 ex/s | step tok/s | loop tok/s | scan8 tok/s | loop lengths |"),
-      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+      ("| variant | host memory | method | batch/domain | compile s | length | step ex/s |"
+       " loop ex/s | scan8 ex/s | step tok/s | loop tok/s | scan8 tok/s | loop lengths |"),
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -355,6 +367,9 @@ def main(argv):
   del argv
   if _EXPERIMENT.value and (_FLAGS["model"].present or _FLAGS["image_size"].present):
     raise app.UsageError("--model and --image_size come from --flagfile; set them there.")
+  if not _HOST_MEMORY.value or set(_HOST_MEMORY.value) - set(HOST_MEMORY):
+    raise app.UsageError(f"--host_memory takes some of {', '.join(HOST_MEMORY)};"
+                         f" got {','.join(_HOST_MEMORY.value)!r}.")
   if _CHILD.value is not None:
     _child()
     return
@@ -367,28 +382,31 @@ def main(argv):
   lines = _header(config, text)
   print("\n".join(lines), flush=True)
   for variant in _VARIANTS.value:
-    for line in _variant_rows(variant, text):
-      lines.append(line)
-      print(line, flush=True)  # as each row is measured: a run cut short keeps them
+    for memory in _HOST_MEMORY.value:
+      for line in _variant_rows(variant, memory, text):
+        lines.append(line)
+        print(line, flush=True)  # as each row is measured: a run cut short keeps them
   if _OUT.value:
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
     with open(_OUT.value, "w") as f:
       f.write("\n".join(lines) + "\n")
 
 
-def _variant_rows(variant: str, text: bool):
-  """Runs one XLA variant in a child process; yields its table rows as they come."""
+def _variant_rows(variant: str, memory: str, text: bool):
+  """Runs one XLA variant with one host memory setting in a child process; yields its
+  table rows as they come."""
   xla_flags = f"{os.environ.get('XLA_FLAGS', '')} {VARIANTS[variant]}".strip()
   env = dict(os.environ, XLA_FLAGS=xla_flags) if xla_flags else dict(os.environ)
   command = [sys.executable, os.path.abspath(__file__), f"--child={variant}"] + [
-      a for a in sys.argv[1:] if not a.startswith("--out")]
+      a for a in sys.argv[1:] if not a.startswith("--out")] + [f"--host_memory={memory}"]
   with tempfile.TemporaryFile("w+") as stderr, subprocess.Popen(
       command, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True) as child:
     for line in child.stdout:
       if not line.startswith("RESULTS "):
         continue
       row = json.loads(line[len("RESULTS "):])
-      cells = [variant, row["method"], row["batch_size"], f"{row['compile_seconds']:.1f}"]
+      cells = [variant, memory, row["method"], row["batch_size"],
+               f"{row['compile_seconds']:.1f}"]
       if text:
         cells.append(row["length"])
       rate = lambda key: f"{row[key]:,.0f}" if key in row else "-"  # not timed
@@ -399,7 +417,7 @@ def _variant_rows(variant: str, text: bool):
       yield "| " + " | ".join(map(str, cells)) + " |"
     if child.wait():
       stderr.seek(0)
-      yield f"| {variant} | failed: {stderr.read().strip().splitlines()[-1:]} |"
+      yield f"| {variant} | {memory} | failed: {stderr.read().strip().splitlines()[-1:]} |"
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""experiments/main.py's XLA:CPU defaults: what it adds to XLA_FLAGS, and that the
-train step computes the same numbers with them as without."""
+"""experiments/main.py's CPU defaults: what it adds to XLA_FLAGS, and that the
+train step computes the same numbers with them (and with glibc's malloc set to
+reuse memory, xdomain.host_memory) as without."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def test_defaults_are_added_unless_xla_flags_sets_them():
 # Three DANN steps of the seed CNN at 28x28, fully optimised as in a real run.
 _STEPS = """
 import json, sys, tempfile
+from xdomain import host_memory
+if sys.argv[2] == "reuse":
+  assert host_memory.reuse_freed_memory()
 import jax, numpy as np
 from xdomain.config import Config
 from xdomain.train import Experiment
@@ -46,14 +50,17 @@ print(json.dumps({"metrics": logged, "params": np.concatenate(params)[::97].toli
 def test_a_train_step_computes_the_same_numbers_with_them(data_dir):
   env = {k: v for k, v in os.environ.items()
          if k not in ("XLA_FLAGS", "JAX_DISABLE_MOST_OPTIMIZATIONS")}
-  runs = [subprocess.Popen([sys.executable, "-c", _STEPS, data_dir], env=dict(env, XLA_FLAGS=flags),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-          for flags in ("", YNN)]
+  runs = [subprocess.Popen([sys.executable, "-c", _STEPS, data_dir, memory],
+                           env=dict(env, XLA_FLAGS=flags), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+          for flags, memory in (("", "malloc"), (YNN, "malloc"), (YNN, "reuse"))]
   outputs = []
   for run in runs:
     stdout, stderr = run.communicate(timeout=300)
     assert run.returncode == 0, stderr[-3000:]
     outputs.append(json.loads(stdout.strip().splitlines()[-1]))
-  default, runner = outputs
-  np.testing.assert_allclose(runner["metrics"], default["metrics"], rtol=1e-5)
-  np.testing.assert_allclose(runner["params"], default["params"], rtol=1e-5, atol=1e-6)
+  default, ynn, runner = outputs
+  np.testing.assert_allclose(ynn["metrics"], default["metrics"], rtol=1e-5)
+  np.testing.assert_allclose(ynn["params"], default["params"], rtol=1e-5, atol=1e-6)
+  # Where memory comes from changes no bit.
+  assert (runner["metrics"], runner["params"]) == (ynn["metrics"], ynn["params"])

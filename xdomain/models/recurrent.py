@@ -1,8 +1,10 @@
 """Scan-based LSTM and GRU layers over padded batches, stackable and bidirectional.
 
 Each layer reads `inputs [B, L, D]` with `lengths [B]`. The input projection of
-all time steps is one matmul outside the scan; the scan only does the
-recurrent matmul (the LSTM's with a written-out gradient, `lstm_recurrence`).
+all time steps is one matmul outside the scan, made time-major ([L, B, G*H]) as
+the scan reads it, so that only the narrower inputs are transposed; its bias
+gradient is a matmul too (`layers.Dense`). The scan only does the recurrent matmul
+(the LSTM's with a written-out gradient, `lstm_recurrence`).
 At steps t >= length the state is carried unchanged and the output is zero, so
 nothing past a sequence's length reaches an output, the final state or anything
 computed from them. A backward layer reverses each sequence inside its own
@@ -33,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from xdomain.models import inputs as inputs_lib
+from xdomain.models import layers
 
 
 def _lstm_bias_init(key, shape, dtype=jnp.float32):
@@ -137,9 +140,7 @@ class _LSTMCell(nn.Module):
   @nn.compact
   def __call__(self, projected, mask):
     kernel = _RecurrentKernel((self.hidden_size, 4 * self.hidden_size), name="hh")()
-    outputs, final = lstm_recurrence(
-        kernel, projected.swapaxes(0, 1), mask.swapaxes(0, 1))
-    return outputs.swapaxes(0, 1), final
+    return lstm_recurrence(kernel, projected, mask)
 
 
 class _GRUStep(nn.Module):
@@ -172,8 +173,8 @@ class _RecurrentLayer(nn.Module):
   _bias_init: ClassVar[Any] = staticmethod(nn.initializers.zeros)
 
   def _recur(self, projected, mask):
-    """(outputs [B, L, H], final [B, H]) from the projected inputs
-    [B, L, G*H] and the step mask [B, L, 1]; its parameters live in `cell`."""
+    """(outputs [L, B, H], final [B, H]) from the time-major projected inputs
+    [L, B, G*H] and step mask [L, B, 1]; its parameters live in `cell`."""
     raise NotImplementedError
 
   @nn.compact
@@ -198,11 +199,11 @@ class _RecurrentLayer(nn.Module):
     lengths = jnp.clip(lengths, 0, max_length)
     if self.reverse:
       inputs = inputs_lib.reverse_within_length(inputs, lengths)
-    projected = nn.Dense(
-        self._num_gates * self.hidden_size, bias_init=self._bias_init,
-        name="ih")(inputs)
-    mask = inputs_lib.sequence_mask(lengths, max_length)[..., None]
+    projected = layers.Dense(self._num_gates * self.hidden_size, bias_init=self._bias_init,
+                             name="ih")(inputs.swapaxes(0, 1))
+    mask = inputs_lib.sequence_mask(lengths, max_length).T[..., None]
     outputs, final = self._recur(projected, mask)
+    outputs = outputs.swapaxes(0, 1)
     if self.reverse:
       outputs = inputs_lib.reverse_within_length(outputs, lengths)
     return outputs, final
@@ -233,9 +234,8 @@ class GRU(_RecurrentLayer):
 
   def _recur(self, projected, mask):
     scan = nn.scan(
-        _GRUStep, variable_broadcast="params", split_rngs={"params": False},
-        in_axes=1, out_axes=1)
-    initial = jnp.zeros((projected.shape[0], self.hidden_size), projected.dtype)
+        _GRUStep, variable_broadcast="params", split_rngs={"params": False})
+    initial = jnp.zeros((projected.shape[1], self.hidden_size), projected.dtype)
     final, outputs = scan(self.hidden_size, name="cell")(initial, (projected, mask))
     return outputs, final
 
