@@ -4,7 +4,7 @@ Autodiff of `y = x W + b` sums the cotangent of y over every leading axis
 for b's gradient, and XLA:CPU splits so large a sum into a tree of
 reduce-windows, some twenty times slower than a matmul by a vector of ones:
 2.0-2.2 ms against 0.1 ms for a [40, 64, 512] projection of the BiLSTM step,
-whose largest op it was on a 2-core CPU (docs/results.md). `Dense` is
+whose largest op it was on a 2-core CPU (`python -m benchmarks.profile_step`). `Dense` is
 `nn.Dense` (same parameter names, shapes and initial values) with that
 gradient; the sum is the same in another order, so results agree to float
 rounding. (The seed CNN's convolutions keep `nn.Conv`: the same change
