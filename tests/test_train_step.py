@@ -51,6 +51,10 @@ def test_source_only_step_is_one_sgd_step_on_the_cross_entropy():
   new_state, metrics = train_step(state, batch, jax.random.key(1))
   np.testing.assert_allclose(metrics["task"], loss, rtol=1e-5)
   np.testing.assert_allclose(metrics["total"], loss, rtol=1e-5)
+  # The logged gradient norm (each leaf's sum of squares as a dot product).
+  reference_norm = np.sqrt(sum(np.sum(np.square(np.asarray(g, np.float64)))
+                               for g in jax.tree.leaves(grads)))
+  np.testing.assert_allclose(metrics["grad_norm"], reference_norm, rtol=1e-5)
   assert int(new_state.step) == 1
   for got, want in zip(jax.tree.leaves(new_state.params["model"]), jax.tree.leaves(expected)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
