@@ -62,9 +62,10 @@ class Evaluator:
                            **({"domain": ids} if spec.domain_specific_bn else {}))
       return task.eval_sums(spec, model, variables, logits, batch, num_classes)
 
-    def outputs(params, batch_stats, batch, domain):
+    def outputs(params, batch_stats, batch, domain, with_sums=False):
       """Logits, features, which rows (positions) are real and their labels,
-      replicated: every process reads the whole batch's."""
+      replicated: every process reads the whole batch's. `with_sums` adds the
+      task's `eval_sums` of the same forward pass (`sums`)."""
       variables = {"params": params, "batch_stats": batch_stats}
       ids = jnp.full(batch["mask"].shape[:1], domain, jnp.int32)
       logits, feats = model.apply(variables, *task.model_inputs(batch), train=False,
@@ -77,10 +78,13 @@ class Evaluator:
       out = {"logits": logits, "features": feats, "real": real}
       if task.label_key in batch:
         out["labels"] = batch[task.label_key]
+      if with_sums:
+        out["sums"] = task.eval_sums(spec, model, variables, logits, batch, num_classes)
       return out
 
     self._eval_step = jax.jit(eval_step, out_shardings=experiment.replicated)
-    self._outputs = jax.jit(outputs, out_shardings=experiment.replicated)
+    self._outputs = jax.jit(outputs, out_shardings=experiment.replicated,
+                            static_argnames="with_sums")
     self._replicate = jax.jit(lambda tree: tree, out_shardings=experiment.replicated)
     self._skipped_validators = set()
 
@@ -111,13 +115,18 @@ class Evaluator:
 
   def _task_metrics(self, batches: list, part: str, params, batch_stats) -> dict[str, Any]:
     """The task's metrics over `batches` of the `part` ('source' or 'target') domain."""
+    domain = jnp.int32(DOMAIN_IDS[part])
+    return self._metrics_of_sums(
+        [self._eval_step(params, batch_stats, batch, domain) for batch in batches])
+
+  def _metrics_of_sums(self, batch_sums: list[dict[str, Any]]) -> dict[str, Any]:
+    """The task's metrics from the `eval_sums` of each batch of one pass."""
     experiment = self._experiment
     task = experiment.task
     vocabulary = experiment.source_vocabulary if task.scores_unseen_words else None
-    domain = jnp.int32(DOMAIN_IDS[part])
     confusion, outputs = None, []
-    for batch in batches:
-      sums = self._eval_step(params, batch_stats, batch, domain)
+    for sums in batch_sums:
+      sums = dict(sums)
       if "confusion" in sums:  # not for detection
         confusion = sums.pop("confusion") + (0 if confusion is None else confusion)
       if sums:
@@ -219,14 +228,21 @@ class Evaluator:
             preprocess=experiment.preprocess, data_dir=config.data_dir,
             buckets=experiment.buckets, rows=np.arange(count))]
 
-  def _real_outputs(self, part: str, params, batch_stats) -> dict[str, np.ndarray]:
+  def _real_outputs(self, part: str, params, batch_stats, *, with_sums: bool = False
+                    ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     """Logits, features (and labels of `source_val`) of the real rows (tokens,
-    for per-position tasks) of one validation part, at most VALIDATION_ROWS."""
+    for per-position tasks) of one validation part, at most VALIDATION_ROWS;
+    and with `with_sums` each batch's `eval_sums` from the same pass (the
+    task's metrics of the whole part), else []."""
     domain = jnp.int32(DOMAIN_IDS["target" if part == "target" else "source"])
     batches = self._target_validation_batches if part == "target" else self._source_val_batches
     collected = {"logits": [], "features": [], "labels": []}
+    batch_sums = []
     for batch in batches:
-      outputs = jax.device_get(self._outputs(params, batch_stats, batch, domain))
+      outputs = jax.device_get(
+          self._outputs(params, batch_stats, batch, domain, with_sums=with_sums))
+      if with_sums:
+        batch_sums.append(outputs.pop("sums"))
       real = np.asarray(outputs.pop("real"))
       for key, value in outputs.items():
         collected[key].append(np.asarray(value)[real])
@@ -234,7 +250,7 @@ class Evaluator:
     if out and len(out["logits"]) > VALIDATION_ROWS:  # tokens: a fixed sample
       keep = np.sort(np.random.default_rng(0).permutation(len(out["logits"]))[:VALIDATION_ROWS])
       out = {k: v[keep] for k, v in out.items()}
-    return out
+    return out, batch_sums
 
   def validators(self, state) -> dict[str, float]:
     """`validator/<name>` of the model (`xdomain.evaluate.validators`, higher
@@ -251,14 +267,20 @@ class Evaluator:
     task = experiment.task
     params, batch_stats = state.params["model"], state.batch_stats
     values = {}
-    scored = task.source_val_validators(experiment.source_info.label_names)
-    if scored and self._source_val_batches:
-      scores = self._task_metrics(self._source_val_batches, "source", params, batch_stats)
-      values = {f"validator/source_{name}": scores[name] for name in scored}
+    scored = (task.source_val_validators(experiment.source_info.label_names)
+              if self._source_val_batches else ())
     if not task.has_validators:
+      if scored:
+        scores = self._task_metrics(self._source_val_batches, "source", params, batch_stats)
+        values = {f"validator/source_{name}": scores[name] for name in scored}
       return values
-    source = self._real_outputs("source_val", params, batch_stats)
-    target = self._real_outputs("target", params, batch_stats)
+    # One pass over source_val gives the validators' logits and the task's metrics.
+    source, source_sums = self._real_outputs("source_val", params, batch_stats,
+                                             with_sums=bool(scored))
+    if scored:
+      scores = self._metrics_of_sums(source_sums)
+      values = {f"validator/source_{name}": scores[name] for name in scored}
+    target, _ = self._real_outputs("target", params, batch_stats)
     inputs = validators_lib.ValidatorInputs(
         source_val_logits=source.get("logits"), source_val_labels=source.get("labels"),
         source_val_features=source.get("features"), target_logits=target["logits"],
