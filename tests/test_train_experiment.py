@@ -1,4 +1,4 @@
-"""`xdomain.train.Experiment`, used from Python as the README shows."""
+"""`xdomain.train.Experiment`, used from Python as docs/architecture.md shows."""
 
 from __future__ import annotations
 
