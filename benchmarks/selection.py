@@ -26,7 +26,10 @@ its target accuracy on the selection seed; the picks of the `--rerun`
 validators (all by default) are then run on the fresh `--seeds` with the same
 flags, and their rows add the target accuracy at the picked evaluation step,
 mean +- std, to set beside `source_only`'s row of `benchmarks/accuracy.py` on
-the same seeds. The table is rewritten after each method and pair, so that a
+the same seeds. Under the table, IWV's and DEV's picks are given with the
+effective sample size of their importance weights
+(`diagnostic/importance_weight_ess`): a pick whose weights rest on a few
+source rows is one to distrust. The table is rewritten after each method and pair, so that a
 sweep cut short keeps what it finished. Runs go to
 `<root>/select/<task>/<pair>/<grid flag>=<value>/<method>/seed<k>` (their
 upstream runs, which the grid flag does not reach, to
@@ -101,6 +104,10 @@ ORACLE = "oracle (target labels)"
 _TASK_VALIDATORS = tuple(sorted({f"source_{name}" for task in tasks.TASKS.values()
                                  for name in task.source_val_scores}))
 VALIDATORS = (*validators_lib.VALIDATORS, *_TASK_VALIDATORS)
+# Written beside the validators (`ValidatorInputs.weight_diagnostics`): how far
+# the importance weights of IWV and DEV can be trusted.
+DIAGNOSTICS = ("importance_weight_ess", "importance_weight_mean")
+_WEIGHTED = ("importance_weighted", "dev")
 # The held-out source score of each task, which the source guard reads.
 SOURCE_SCORES = ("source_accuracy", *_TASK_VALIDATORS)
 
@@ -128,12 +135,14 @@ def parse_rerun(names: Sequence[str]) -> tuple[str, ...]:
 
 def candidates(workdir: str, metric: str = "target_test_accuracy") -> list[dict]:
   """The evaluations of a finished run: `{'step', 'target' (its `metric`),
-  <validator>...}`."""
+  <validator>..., <diagnostic>...}`."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     events = [json.loads(line) for line in f if line.strip()]
   return [{"step": e["step"], "target": e[metric],
            **{name: e[f"validator/{name}"] for name in VALIDATORS
-              if f"validator/{name}" in e}}
+              if f"validator/{name}" in e},
+           **{name: e[f"diagnostic/{name}"] for name in DIAGNOSTICS
+              if f"diagnostic/{name}" in e}}
           for e in events if metric in e]
 
 
@@ -234,7 +243,8 @@ def markdown(selections: Mapping[str, Mapping[str, dict]], *, grid_flag: str,
              max_source_drop: float = 0.03, metric: str = "target_test_accuracy"
              ) -> list[str]:
   """One table: a row per method and validator that picked, a column per pair,
-  and what the source guard excluded."""
+  what the source guard excluded, and the importance weights behind IWV's and
+  DEV's picks."""
   pairs = sorted({p for by_pair in selections.values() for p in by_pair})
   lines = [f"{metric} (%), mean +- std over fresh seeds {','.join(seeds)}, of the"
            f" --{grid_flag} and evaluation step each validator picked on the selection seed;"
@@ -271,6 +281,22 @@ def markdown(selections: Mapping[str, Mapping[str, dict]], *, grid_flag: str,
       said = ("off: no candidate has a source score" if excluded is None
               else ", ".join(f"{value} at step {step}" for value, step in excluded) or "none")
       lines.append(f"- {method}, {' -> '.join(accuracy.split_pair(pair))}: {said}")
+  weighed = [(method, pair, name, selection) for method, by_pair in selections.items()
+             for pair, selection in by_pair.items() for name in _WEIGHTED
+             if name in selection.get("picks", {})]
+  if weighed:
+    lines += ["", "The importance weights behind IWV's and DEV's picks, on the selection seed:"
+              " their effective sample size (Kish, a share of the source_val rows; the"
+              " estimate of the target risk rests on that many) and mean (1 if the domain"
+              " classifier is calibrated):", ""]
+  for method, pair, name, selection in weighed:
+    value, step = selection["picks"][name]
+    picked = next(c for c in selection["candidates"][value] if c["step"] == step)
+    said = (f"ESS {100 * picked['importance_weight_ess']:.2g}%, mean"
+            f" {picked['importance_weight_mean']:.3g}" if "importance_weight_ess" in picked
+            else "not recorded (runs from before the diagnostic)")
+    lines.append(f"- {method}, {' -> '.join(accuracy.split_pair(pair))}, {name}"
+                 f" ({value}, {step}): {said}")
   return lines
 
 

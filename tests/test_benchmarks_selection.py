@@ -18,8 +18,9 @@ from tests import fake_runs
 DIGITS = os.path.join(accuracy.REPO, "experiments", "digits")
 
 
-def _fake_runs(monkeypatch, source_accuracy=None, detection=False):
-  """Fake runs; `source_accuracy(weight)`, when given, adds that validator.
+def _fake_runs(monkeypatch, source_accuracy=None, detection=False, dev=False):
+  """Fake runs; `source_accuracy(weight)`, when given, adds that validator;
+  `dev`, DEV (best at weight 0.1, step 2) and its weights' diagnostics.
   Detection runs log target AP50 and their one validator, source_val AP50
   (`source_accuracy(weight)`) instead."""
   started = []
@@ -43,6 +44,10 @@ def _fake_runs(monkeypatch, source_accuracy=None, detection=False):
                      "validator/entropy": weight + step, "validator/snd": -weight - step})
       if source_accuracy:
         events[-1]["validator/source_accuracy"] = source_accuracy(weight) + step / 1000
+      if dev:
+        events[-1].update({"validator/dev": -weight - step,
+                           "diagnostic/importance_weight_ess": weight / step,
+                           "diagnostic/importance_weight_mean": 1 + weight})
     with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
       f.write("".join(json.dumps(e) + "\n" for e in events))
     with open(os.path.join(workdir, "results.json"), "w") as f:
@@ -181,3 +186,26 @@ def test_detection_selects_by_source_val_ap50_and_reports_target_ap50(monkeypatc
   assert lines[0].startswith("target_test_ap50 (%)")
   rows = {line.split(" | ")[1]: line for line in lines if line.startswith("| dann |")}
   assert set(rows) == {"source_ap50", select.ORACLE}
+
+
+def test_iwv_and_dev_picks_are_reported_with_their_weights_effective_sample_size(
+    monkeypatch, tmp_path):
+  _fake_runs(monkeypatch, dev=True)
+  selection = select.select(
+      os.path.join(DIGITS, "dann.flags"), "digits/mnist:digits/uci",
+      grid_flag="adapt_weight", grid_values=["0.1", "1"], selection_seed=100, seeds=["0"],
+      common={"steps": "4", "eval_every": "2"}, task_dir=DIGITS, task_root=str(tmp_path),
+      rerun=())
+  assert selection["picks"]["dev"] == ["0.1", 2]
+  assert selection["candidates"]["0.1"][0]["importance_weight_ess"] == pytest.approx(0.05)
+  lines = select.markdown({"dann": {"digits/mnist:digits/uci": selection}},
+                          grid_flag="adapt_weight", seeds=["0"], command="c", minutes=1)
+  assert "- dann, digits/mnist -> digits/uci, dev (0.1, 2): ESS 5%, mean 1.1" in lines
+  # Runs from before the diagnostic: the pick is still named.
+  for runs in selection["candidates"].values():
+    for candidate in runs:
+      del candidate["importance_weight_ess"], candidate["importance_weight_mean"]
+  lines = select.markdown({"dann": {"digits/mnist:digits/uci": selection}},
+                          grid_flag="adapt_weight", seeds=["0"], command="c", minutes=1)
+  assert ("- dann, digits/mnist -> digits/uci, dev (0.1, 2): not recorded (runs from before"
+          " the diagnostic)") in lines

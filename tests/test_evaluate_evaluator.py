@@ -35,6 +35,10 @@ def test_runs_report_every_validator_at_each_evaluation(data_dir, tmp_path):
   assert all(np.isfinite(results[f"validator/{n}"]) for n in names)
   evaluations = [e for e in read_metrics(str(tmp_path)) if "validator/entropy" in e]
   assert [e["step"] for e in evaluations] == [1, 2]
+  # Beside IWV and DEV, how far their importance weights can be trusted.
+  for e in (results, *evaluations):
+    assert 0 < e["diagnostic/importance_weight_ess"] <= 1
+    assert e["diagnostic/importance_weight_mean"] > 0
   # The source validators read the held-out rows: 10% of MNIST's training split.
   experiment = Experiment(config, str(tmp_path / "again"), devices=jax.devices()[:1])
   evaluator = experiment.evaluator
@@ -51,6 +55,7 @@ def test_without_a_source_val_split_only_the_target_validators_run(data_dir, tmp
   results = train_and_evaluate(_config(data_dir), str(tmp_path), devices=jax.devices()[:1])
   names = {k[len("validator/"):] for k in results if k.startswith("validator/")}
   assert names == _TARGET_VALIDATORS
+  assert not any(k.startswith("diagnostic/") for k in results)
 
 
 def test_held_out_source_rows_never_train(data_dir):

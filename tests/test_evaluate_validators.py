@@ -210,6 +210,36 @@ def test_indistinguishable_domains_give_the_plain_source_loss():
   assert got == pytest.approx(-np.mean(_losses(logits, labels)), rel=1e-4)
 
 
+def test_effective_sample_size_matches_kish_formula():
+  rng = _rng(30)
+  for w in (rng.gamma(0.3, 2.0, size=50), rng.uniform(size=7), np.array([2.0])):
+    n = len(w)
+    assert v.effective_sample_size(w) == pytest.approx(
+        sum(w) ** 2 / (n * sum(x * x for x in w)), rel=1e-12)
+  assert v.effective_sample_size(np.full(9, 3.7)) == pytest.approx(1.0)
+  assert v.effective_sample_size([0.0, 5.0, 0.0, 0.0, 0.0]) == pytest.approx(0.2)
+  # One huge weight among ordinary ones: finite, about 1/n (its square overflows unscaled).
+  assert v.effective_sample_size([1e300, 1.0, 1.0, 1.0]) == pytest.approx(0.25)
+
+
+def test_effective_sample_size_with_a_mask_equals_the_masked_subset():
+  rng = _rng(31)
+  w, keep = rng.gamma(1.0, 1.0, size=40), rng.random(40) < 0.6
+  assert v.effective_sample_size(w, where=keep) == pytest.approx(
+      v.effective_sample_size(w[keep]), rel=1e-12)
+
+
+@pytest.mark.parametrize("weights, pattern", [
+    ([1.0, -0.5], "weights must be >= 0"),
+    ([0.0, 0.0], "no positive weight among the 2"),
+    ([1.0, np.inf], "weights"),
+    (np.ones((2, 2)), "weights must be float"),
+])
+def test_effective_sample_size_refuses_bad_weights(weights, pattern):
+  with pytest.raises(ValueError, match=pattern):
+    v.effective_sample_size(np.asarray(weights, float))
+
+
 # ---------------------------------------------------------------------------
 # Sign conventions: the better model scores higher
 
@@ -351,6 +381,21 @@ def test_validators_dict_calls_each_validator_on_its_arrays():
     got = fn(inputs)
     assert isinstance(got, float)
     assert got == pytest.approx(expected[name], rel=1e-12), name
+
+
+def test_weight_diagnostics_describe_the_weights_iwv_and_dev_share():
+  inputs = _inputs()
+  w = v.importance_weights(inputs.source_val_features, inputs.target_features,
+                           source_train_features=inputs.source_train_features, seed=2)
+  assert inputs.weight_diagnostics() == pytest.approx({
+      "importance_weight_ess": v.effective_sample_size(w),
+      "importance_weight_mean": float(np.mean(w))}, rel=1e-12)
+  keep = _rng(19).random(30) < 0.7
+  masked = _inputs(source_val_where=keep)
+  assert masked.weight_diagnostics()["importance_weight_ess"] == pytest.approx(
+      v.effective_sample_size(masked.weights[keep]), rel=1e-12)
+  assert masked.weight_diagnostics()["importance_weight_mean"] == pytest.approx(
+      float(np.mean(masked.weights[keep])), rel=1e-12)
 
 
 def test_validators_dict_passes_masks_and_seed():

@@ -258,6 +258,10 @@ class Evaluator:
     source rows; a validator that cannot be computed (no --source_val_fraction)
     is left out, with one log line the first time.
 
+    Where IWV or DEV was computed, `diagnostic/importance_weight_ess` and
+    `diagnostic/importance_weight_mean` say how far their weights can be
+    trusted (`ValidatorInputs.weight_diagnostics`).
+
     Beside them, the task's `source_val_scores` on `source_val`
     (`validator/source_<name>`), the source-risk validator in the task's own
     metric: span F1 for entity tags; detection, without class logits, has only
@@ -292,5 +296,8 @@ class Evaluator:
         if name not in self._skipped_validators:
           self._skipped_validators.add(name)
           logging.info("validator %s skipped: %s", name, e)
+    if "validator/dev" in values or "validator/importance_weighted" in values:
+      values.update({f"diagnostic/{name}": value
+                     for name, value in inputs.weight_diagnostics().items()})
     return values
 

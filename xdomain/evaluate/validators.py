@@ -18,7 +18,9 @@ For taggers the arrays may be per token (rows = tokens, flattened); the
 entirely: a validator with a mask equals the validator on the masked subset.
 
 `VALIDATORS` maps each name to a function of one `ValidatorInputs`, so a run
-computes all of them from one evaluation (and writes `validator/<name>`).
+computes all of them from one evaluation (and writes `validator/<name>`);
+beside them it writes `ValidatorInputs.weight_diagnostics` (`diagnostic/<name>`:
+the importance weights' effective sample size and mean).
 """
 
 from __future__ import annotations
@@ -364,6 +366,51 @@ def importance_weights(source_val_features, target_features, *,
                   classifier_c=classifier_c, seed=seed)
 
 
+def effective_sample_size(weights, *, where=None) -> float:
+  r"""Kish's effective sample size of importance weights, as a share of the rows.
+
+  .. math::
+    \mathrm{ESS} = \frac{\left(\sum_{i=1}^{n} w_i\right)^2}{n \sum_{i=1}^{n} w_i^2}
+    \in \left[\tfrac{1}{n}, 1\right]
+
+  over the n kept rows: 1 when the weights are equal, 1/n when one row holds
+  all of them. IWV and DEV average n weighted source losses, but their
+  estimate of the target risk rests on about ESS * n of the rows, and is as
+  noisy as a mean of that many losses; a small ESS says that the domain
+  classifier behind the weights tells the domains apart almost perfectly.
+  Not a validator: runs write it beside them
+  (`diagnostic/importance_weight_ess`) to say how far IWV's and DEV's values
+  can be trusted.
+
+  Args:
+    weights: float [N] importance weights, >= 0, not all 0.
+    where: optional bool [N]; rows marked False are ignored.
+
+  Returns:
+    ESS / n, a float in [1/n, 1].
+
+  Example:
+    >>> effective_sample_size([1.0, 1.0, 1.0, 1.0])
+    1.0
+    >>> effective_sample_size([4.0, 0.0, 0.0, 0.0])
+    0.25
+
+  References:
+    Kish, "Survey Sampling", Wiley 1965; Owen, "Monte Carlo theory, methods and
+    examples", 2013, Sec. 9.3 (ESS of importance sampling weights).
+  """
+  name = "effective_sample_size"
+  w = _array(name, "weights", weights, 1, "float [N]", "float")
+  w = _finite(name, "weights", w[_mask(name, "where", where, len(w), "weights")])
+  if np.any(w < 0):
+    raise ValueError(f"{name}: weights must be >= 0; got min {w.min()}")
+  if not np.any(w > 0):
+    raise ValueError(f"{name}: no positive weight among the {len(w)} kept rows")
+  # Scaled by the largest weight first, so that squares of huge weights stay finite.
+  w = w / w.max()
+  return float(np.sum(w) ** 2 / (len(w) * np.sum(w * w)))
+
+
 def _weighted_losses(validator: str, source_val_logits, source_val_labels,
                      source_val_features, target_features, *, weights,
                      source_train_features, loss, source_val_where,
@@ -693,6 +740,16 @@ class ValidatorInputs:
         source_train_features=self.source_train_features,
         source_val_where=self.source_val_where, target_where=self.target_where,
         source_train_where=self.source_train_where, seed=self.seed)
+
+  def weight_diagnostics(self) -> dict[str, float]:
+    """How far IWV's and DEV's shared weights can be trusted (not validators):
+    `importance_weight_ess`, their `effective_sample_size`, and
+    `importance_weight_mean`, their source mean (1 for a calibrated domain
+    classifier: the weights are neither normalised nor clipped)."""
+    kept = _mask("importance_weights", "source_val_where", self.source_val_where,
+                 len(self.weights), "source_val_features")
+    return {"importance_weight_ess": effective_sample_size(self.weights, where=kept),
+            "importance_weight_mean": float(np.mean(self.weights[kept]))}
 
 
 def _with_shared_weights(validator: Callable[..., float], name: str,

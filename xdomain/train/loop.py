@@ -310,12 +310,12 @@ def _evaluate(evaluator, state) -> dict[str, Any]:
 
 
 def _results(config: Config, evaluation: dict[str, Any], step: int) -> dict[str, Any]:
-  """Every source/target test metric and validator of the last evaluation, and
-  what the run was."""
+  """Every source/target test metric, validator and validator diagnostic of the
+  last evaluation, and what the run was."""
   return {
       **{name: value for name, value in evaluation.items()
          if name.startswith(("source_test_", "target_test_", "ema_source_test_",
-                             "ema_target_test_", "validator/"))},
+                             "ema_target_test_", "validator/", "diagnostic/"))},
       "step": step, "method": config.method, "source": config.source,
       "target": config.target, "seed": config.seed, "model": config.model,
   }
