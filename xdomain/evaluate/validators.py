@@ -377,7 +377,8 @@ def effective_sample_size(weights, *, where=None) -> float:
   all of them. IWV and DEV average n weighted source losses, but their
   estimate of the target risk rests on about ESS * n of the rows, and is as
   noisy as a mean of that many losses; a small ESS says that the domain
-  classifier behind the weights tells the domains apart almost perfectly.
+  classifier behind the weights finds most source rows unlike the target and
+  puts nearly all the weight on a few.
   Not a validator: runs write it beside them
   (`diagnostic/importance_weight_ess`) to say how far IWV's and DEV's values
   can be trusted.
