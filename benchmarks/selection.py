@@ -104,10 +104,6 @@ ORACLE = "oracle (target labels)"
 _TASK_VALIDATORS = tuple(sorted({f"source_{name}" for task in tasks.TASKS.values()
                                  for name in task.source_val_scores}))
 VALIDATORS = (*validators_lib.VALIDATORS, *_TASK_VALIDATORS)
-# Written beside the validators (`ValidatorInputs.weight_diagnostics`): how far
-# the importance weights of IWV and DEV can be trusted.
-DIAGNOSTICS = ("importance_weight_ess", "importance_weight_mean")
-_WEIGHTED = ("importance_weighted", "dev")
 # The held-out source score of each task, which the source guard reads.
 SOURCE_SCORES = ("source_accuracy", *_TASK_VALIDATORS)
 
@@ -141,8 +137,8 @@ def candidates(workdir: str, metric: str = "target_test_accuracy") -> list[dict]
   return [{"step": e["step"], "target": e[metric],
            **{name: e[f"validator/{name}"] for name in VALIDATORS
               if f"validator/{name}" in e},
-           **{name: e[f"diagnostic/{name}"] for name in DIAGNOSTICS
-              if f"diagnostic/{name}" in e}}
+           **{key[len("diagnostic/"):]: value for key, value in e.items()
+              if key.startswith("diagnostic/")}}
           for e in events if metric in e]
 
 
@@ -282,7 +278,7 @@ def markdown(selections: Mapping[str, Mapping[str, dict]], *, grid_flag: str,
               else ", ".join(f"{value} at step {step}" for value, step in excluded) or "none")
       lines.append(f"- {method}, {' -> '.join(accuracy.split_pair(pair))}: {said}")
   weighed = [(method, pair, name, selection) for method, by_pair in selections.items()
-             for pair, selection in by_pair.items() for name in _WEIGHTED
+             for pair, selection in by_pair.items() for name in validators_lib.WEIGHTED
              if name in selection.get("picks", {})]
   if weighed:
     lines += ["", "The importance weights behind IWV's and DEV's picks, on the selection seed:"

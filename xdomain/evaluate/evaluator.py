@@ -296,7 +296,7 @@ class Evaluator:
         if name not in self._skipped_validators:
           self._skipped_validators.add(name)
           logging.info("validator %s skipped: %s", name, e)
-    if "validator/dev" in values or "validator/importance_weighted" in values:
+    if any(f"validator/{name}" in values for name in validators_lib.WEIGHTED):
       values.update({f"diagnostic/{name}": value
                      for name, value in inputs.weight_diagnostics().items()})
     return values

@@ -762,6 +762,9 @@ def _with_shared_weights(validator: Callable[..., float], name: str,
                    weights=inputs.weights, source_val_where=inputs.source_val_where)
 
 
+# The validators that read the importance weights (and so `weight_diagnostics`).
+WEIGHTED = ("importance_weighted", "dev")
+
 VALIDATORS: dict[str, Callable[[ValidatorInputs], float]] = {
     "source_accuracy": lambda inputs: source_accuracy(
         inputs.source_val_logits, inputs.source_val_labels,
