@@ -95,7 +95,11 @@ def test_target_labels_are_the_centroid_labels_of_the_model_on_the_whole_split(
   expected = losses.centroid_pseudo_labels(features, jax.nn.softmax(logits))
   labels = np.asarray(state.untrained["target_labels"])
   assert labels.shape == (domains.domain_info("digits/uci").split_sizes["train"],)
-  assert np.mean(labels == np.asarray(expected)) > 0.999
+  # Near-ties in the cosine distance can resolve either way in a different
+  # program (8 of 3,823 rows on an AMD EPYC), and one flip moves a centroid:
+  # 99% agreement, where the classifier's own argmax agrees far less.
+  assert np.mean(labels == np.asarray(expected)) > 0.99
+  assert np.mean(labels == np.argmax(logits, -1)) < 0.95
 
 
 def test_target_stage_never_opens_the_source_data(data_dir, source_run, tmp_path, monkeypatch):

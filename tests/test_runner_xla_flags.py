@@ -25,7 +25,8 @@ def test_defaults_are_added_unless_xla_flags_sets_them():
   assert add("", "0.9.2") == ""  # XLA before 0.10 would abort on a flag it does not know
 
 
-# Three DANN steps of the seed CNN at 28x28, fully optimised as in a real run.
+# DANN steps of the seed CNN at 28x28, fully optimised as in a real run: the
+# metrics of each step (the first step's are of the shared initial parameters).
 _STEPS = """
 import json, sys, tempfile
 from xdomain import host_memory
@@ -38,12 +39,12 @@ config = Config(method="dann", model="seed_cnn", image_size=28, batch_size=32,
                 data_dir=sys.argv[1])
 run = Experiment(config, tempfile.mkdtemp(), devices=jax.devices()[:1])
 state, loader = run.prepare_state(), run.training_loader()
-logged = []
+steps = []
 for _ in range(3):
   state, metrics = run.train_step(state, run.global_batch(next(loader)), run.step_rng)
-  logged += [float(metrics[name]) for name in sorted(metrics)]
+  steps.append({name: float(value) for name, value in metrics.items()})
 params = [np.asarray(p).ravel() for p in jax.tree.leaves(state.params)]
-print(json.dumps({"metrics": logged, "params": np.concatenate(params)[::97].tolist()}))
+print(json.dumps({"steps": steps, "params": np.concatenate(params)[::97].tolist()}))
 """
 
 
@@ -60,7 +61,17 @@ def test_a_train_step_computes_the_same_numbers_with_them(data_dir):
     assert run.returncode == 0, stderr[-3000:]
     outputs.append(json.loads(stdout.strip().splitlines()[-1]))
   default, ynn, runner = outputs
-  np.testing.assert_allclose(ynn["metrics"], default["metrics"], rtol=1e-5)
-  np.testing.assert_allclose(ynn["params"], default["params"], rtol=1e-5, atol=1e-6)
-  # Where memory comes from changes no bit.
-  assert (runner["metrics"], runner["params"]) == (ynn["metrics"], ynn["params"])
+  # The first step, from the same parameters: its losses agree to float
+  # rounding. Its gradient only to 1e-3: the two programs round differently, and
+  # a ReLU input within rounding of 0 can land on the other side of the kink
+  # (one of the discriminator's 65,536 did on an AMD EPYC, moving its first
+  # layer's gradient by 6e-4). Adam's first steps, about lr * sign(g), then
+  # carry such differences into every parameter whose gradient is near 0, so
+  # later steps are not compared across the two settings.
+  first_default, first_ynn = default["steps"][0], ynn["steps"][0]
+  assert first_ynn.keys() == first_default.keys()
+  for name in sorted(first_default):
+    np.testing.assert_allclose(first_ynn[name], first_default[name],
+                               rtol=1e-3 if name == "grad_norm" else 1e-5, err_msg=name)
+  # Where memory comes from changes no bit, over all three steps.
+  assert (runner["steps"], runner["params"]) == (ynn["steps"], ynn["params"])

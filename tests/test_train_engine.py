@@ -116,10 +116,13 @@ def test_iwdan_weights_are_of_the_whole_batch_on_eight_devices(data_dir, tmp_pat
 
   # Weights from 2 of the 16 examples (one device's share) would differ by
   # tens of percent; a linear solve with 10 classes and 16 examples amplifies
-  # rounding to ~1e-4.
+  # rounding to ~1e-4 at the shared initial parameters. The second step's are
+  # of parameters after one Adam step, about lr * sign(g), which turns rounding
+  # in gradients near 0 into whole steps (1.2e-3 apart on an AMD EPYC).
   one, eight = weights(tmp_path / "one"), weights(tmp_path / "eight")
   assert len(one) == len(eight) == 2
-  np.testing.assert_allclose(one, eight, rtol=1e-3, atol=1e-5)
+  np.testing.assert_allclose(one[0], eight[0], rtol=1e-3, atol=1e-5)
+  np.testing.assert_allclose(one[1], eight[1], rtol=1e-2, atol=1e-5)
 
 
 _WORKER = textwrap.dedent("""
