@@ -75,6 +75,55 @@ def test_decode_and_metrics_give_full_ap_for_right_outputs():
                       source_vocabulary=None)["ap50"] < 0.5
 
 
+def test_coco_metrics_are_those_of_cocoeval_with_its_defaults():
+  """coco_metrics matches only what it reports (all areas, 100 detections):
+  the same figures as pycocotools' full evaluation and summary."""
+  from pycocotools.coco import COCO
+  from pycocotools.cocoeval import COCOeval
+  rng = np.random.default_rng(0)
+  truth, detections = [], []
+  for _ in range(40):
+    corner = rng.uniform(0, 40, (4, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(4, 24, (4, 2))], 1)
+    classes = rng.integers(0, 3, 4)
+    truth.append((boxes, classes))
+    # Jittered true boxes (some with the wrong class) and random ones, scored at random.
+    corner = rng.uniform(0, 40, (3, 2))
+    found = np.concatenate([boxes + rng.normal(0, 2, boxes.shape),
+                            np.concatenate([corner, corner + rng.uniform(4, 24, (3, 2))], 1)])
+    labels = np.concatenate([np.where(rng.random(4) < 0.8, classes, (classes + 1) % 3),
+                             rng.integers(0, 3, 3)])
+    detections.append((found, rng.random(7), labels))
+  got = detection_eval.coco_metrics(truth, detections, ("a", "b", "c"), (64, 64))
+
+  def xywh(b):
+    return [float(b[1]), float(b[0]), float(b[3] - b[1]), float(b[2] - b[0])]
+
+  gt = COCO()
+  gt.dataset = {
+      "images": [{"id": i + 1, "height": 64, "width": 64} for i in range(len(truth))],
+      "annotations": [{"id": 10 * i + j + 1, "image_id": i + 1, "category_id": int(k) + 1,
+                       "bbox": xywh(b), "area": float((b[2] - b[0]) * (b[3] - b[1])),
+                       "iscrowd": 0}
+                      for i, (bs, ks) in enumerate(truth) for j, (b, k) in enumerate(zip(bs, ks))],
+      "categories": [{"id": k + 1, "name": n} for k, n in enumerate("abc")]}
+  gt.createIndex()
+  full = COCOeval(gt, gt.loadRes([
+      {"image_id": i + 1, "category_id": int(k) + 1, "bbox": xywh(b), "score": float(s)}
+      for i, (bs, ss, ks) in enumerate(detections) for b, s, k in zip(bs, ss, ks)]), "bbox")
+  full.evaluate()
+  full.accumulate()
+  full.summarize()
+  assert 0.1 < full.stats[1] < 0.9  # neither trivial nor hopeless
+  np.testing.assert_allclose([got["ap"], got["ap50"], got["ap75"]], full.stats[:3], atol=1e-12)
+  precision = full.eval["precision"][:, :, :, 0, -1]  # all areas, 100 detections
+  for k in range(3):
+    per_class = precision[:, :, k]
+    assert got["per_class_ap"][k] == pytest.approx(per_class[per_class > -1].mean(), abs=1e-12)
+    assert got["per_class_ap50"][k] == pytest.approx(
+        precision[0, :, k][precision[0, :, k] > -1].mean(), abs=1e-12)
+
+
 def test_bad_flags_say_what_fits(tmp_path):
   base = Config(source="detect/digits", target="detect/digits_m", model="fcos",
                 image_size=64, channels=3)
