@@ -32,22 +32,46 @@ def test_crop_to_ink_pads_with_the_border_where_the_square_leaves_the_frame():
   np.testing.assert_array_equal(out, expected)
 
 
+def _reference_crop(image, size, threshold):
+  """One image's crop, written out as the docstring says (edge padding)."""
+  h, w, c = image.shape
+  grey = image[..., 0] if c == 1 else image @ np.array([0.2125, 0.7154, 0.0721], np.float32)
+  ink = grey > threshold * grey.max() if grey.max() > 0 else np.zeros_like(grey, bool)
+  if not ink.any():
+    square = image
+  else:
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    side = max(bottom - top, right - left)
+    y0, x0 = (top + bottom - side) // 2, (left + right - side) // 2
+    pad = max(0, -y0, -x0, y0 + side - h, x0 + side - w)
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    square = padded[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
+  shrinking = square.shape[0] > size[0] or square.shape[1] > size[1]
+  if square.shape[:2] == tuple(size):
+    return square
+  return transform.resize(square, (*size, c), order=1, anti_aliasing=shrinking,
+                          preserve_range=True).astype(np.float32)
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_cropping_a_stack_gives_each_image_its_own_crop(channels):
   # Blobs of several sizes (so crops of several sides), a stroke on the top row
-  # (its square leaves the frame: padded) and an image without ink: the stack's
-  # crops, resized a side at a time, equal each image cropped and resized alone.
+  # (its square leaves the frame: padded), one filling the frame, an image
+  # without ink: each crop of the stack equals the image cropped by the
+  # written-out rule and resized alone.
   rng = np.random.default_rng(0)
   images = np.zeros((12, 20, 20, channels), np.float32)
-  for i, image in enumerate(images[2:]):
+  for i, image in enumerate(images[3:]):
     top, left = rng.integers(0, 14, size=2)
     image[top:top + 2 + i % 5, left:left + 1 + i % 3] = rng.uniform(0.5, 1.0, channels)
   images[1, 0, 5:10] = 0.9
+  images[2, 0, 0] = images[2, 19, 19] = 0.8
   images += rng.uniform(0, 0.1, images.shape).astype(np.float32) * (images > 0)
   stacked = preprocess.crop_all_to_ink(images, (7, 7), 0.3)
-  one_by_one = np.stack([preprocess.crop_to_ink(image, (7, 7), 0.3) for image in images])
-  np.testing.assert_array_equal(stacked, one_by_one)
-  assert len({preprocess._ink_square(image, 0.3).shape for image in images}) > 3
+  expected = [_reference_crop(image, (7, 7), 0.3) for image in images]
+  np.testing.assert_array_equal(stacked, np.stack(expected))
+  np.testing.assert_array_equal(stacked[0], 0.0)
 
 
 def test_crop_to_ink_keeps_an_image_without_ink_whole():
@@ -98,3 +122,5 @@ def test_bad_arguments(kwargs, message):
 def test_crop_to_ink_checks_its_image():
   with pytest.raises(ValueError, match=r"image must be \[h, w, 1 or 3\]"):
     preprocess.crop_to_ink(np.zeros((4, 4), np.float32), (4, 4), 0.3)
+  with pytest.raises(ValueError, match=r"images must be \[n, h, w, 1 or 3\]"):
+    preprocess.crop_all_to_ink(np.zeros((2, 4, 4, 2), np.float32), (4, 4), 0.3)
