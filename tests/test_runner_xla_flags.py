@@ -65,7 +65,7 @@ def test_a_train_step_computes_the_same_numbers_with_them(data_dir):
   # rounding. Its gradient only to 1e-3: the two programs round differently, and
   # a ReLU input within rounding of 0 can land on the other side of the kink
   # (one of the discriminator's 65,536 did on an AMD EPYC, moving its first
-  # layer's gradient by 6e-4). Adam's first steps, about lr * sign(g), then
+  # layer's gradient by 5e-3). Adam's first steps, about lr * sign(g), then
   # carry such differences into every parameter whose gradient is near 0, so
   # later steps are not compared across the two settings.
   first_default, first_ynn = default["steps"][0], ynn["steps"][0]
