@@ -133,3 +133,41 @@ def test_mean_teacher_logs_its_pseudo_boxes_per_image_at_weight_zero():
   terms = method.terms(outputs, None, jax.random.key(0), 0)
   assert float(terms["pseudo_boxes_per_image"]) == 1.0  # (2 + 0) / 2
   assert method.weights["pseudo_boxes_per_image"] == 0.0
+
+
+def test_mean_teacher_leaves_images_without_pseudo_boxes_out():
+  points, _, _ = detection.locations((32, 32))
+  logits = np.full((2, len(points), 3), -9.0, np.float32)
+  logits[0, [3, 17], [1, 2]] = 5.0  # image 0: two confident boxes; image 1: none
+  rest = np.concatenate([np.full((2, len(points), 4), 2.0, np.float32),
+                         np.full((2, len(points), 1), 9.0, np.float32)], -1)
+  teacher = jnp.asarray(np.concatenate([logits, rest], -1))
+  student = jnp.asarray(np.random.default_rng(0).normal(size=teacher.shape), jnp.float32)
+  method = METHODS["detection_mean_teacher"](Config(method="detection_mean_teacher"))
+
+  def term(student):
+    outputs = base.Outputs(source_logits=None, source_features=None, source_labels=None,
+                           source_mask=None, target_logits=student,
+                           teacher_target_logits=teacher)
+    return method.terms(outputs, None, jax.random.key(0), 0)["pseudo_boxes"]
+
+  alone = detection.fcos_loss(student[:1], detection.pseudo_objects(teacher[:1], threshold=0.5))
+  np.testing.assert_allclose(term(student), alone["focal"] + alone["giou"] + alone["centerness"],
+                             rtol=1e-6)
+  gradient = np.asarray(jax.grad(term)(student))
+  assert np.abs(gradient[0]).max() > 0 and not gradient[1].any()
+
+
+def test_fcos_loss_of_kept_images_is_the_loss_of_those_images_alone():
+  rng = np.random.default_rng(1)
+  points, _, _ = detection.locations((32, 32))
+  outputs = jnp.asarray(rng.normal(size=(3, len(points), 3 + 5)), jnp.float32)
+  objects = np.full((3, 2, 5), -1.0, np.float32)
+  objects[0, 0] = [2, 2, 14, 14, 1]
+  objects[1, 0] = [16, 14, 30, 30, 0]
+  objects[2, :] = [[4, 4, 20, 12, 2], [18, 18, 30, 30, 1]]
+  kept = detection.fcos_loss(outputs, objects, images=jnp.array([True, False, True]))
+  alone = detection.fcos_loss(outputs[::2], objects[::2])
+  for name in ("focal", "giou", "centerness", "positives", "correct"):
+    np.testing.assert_allclose(kept[name], alone[name], rtol=1e-6, err_msg=name)
+  assert kept["positives"] < detection.fcos_loss(outputs, objects)["positives"]

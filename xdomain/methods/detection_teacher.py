@@ -7,8 +7,12 @@ image it sees one noisy view, its detections whose score exceeds
 (`models.detection.pseudo_objects`, static shapes), and the student learns them
 on another noisy view with the detector's own loss (focal + GIoU +
 centre-ness, `models.detection.fcos_loss`). The views differ only in pixel
-noise, not in geometry, so a box means the same place in both.
-`pseudo_boxes_per_image` is logged beside the loss (weight 0).
+noise, not in geometry, so a box means the same place in both. Target images
+on which the teacher keeps no box are left out of the term: an empty set of
+pseudo-boxes says the teacher saw nothing, not that there is nothing, and
+scored as background it taught a detector that saw nothing through fog to
+see nothing anywhere (docs/results.md, "Detection"). `pseudo_boxes_per_image`
+is logged beside the loss (weight 0).
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ def make_detection_mean_teacher(config: Config) -> base.Method:
     del aux_params, rng, step
     pseudo = detection.pseudo_objects(jax.lax.stop_gradient(outputs.teacher_target_logits),
                                       threshold=threshold)
-    loss = detection.fcos_loss(outputs.target_logits, pseudo)
+    boxes = jnp.sum(pseudo[..., 4] >= 0, axis=1)
+    loss = detection.fcos_loss(outputs.target_logits, pseudo, images=boxes > 0)
     # Logged only: pseudo-boxes per target image, against the source's objects
     # per image, tell a teacher that sees nothing from one that sees too much.
-    per_image = jnp.mean(jnp.sum(pseudo[..., 4] >= 0, axis=1).astype(jnp.float32))
+    per_image = jnp.mean(boxes.astype(jnp.float32))
     return {"pseudo_boxes": loss["focal"] + loss["giou"] + loss["centerness"],
             "pseudo_boxes_per_image": per_image}
 

@@ -168,7 +168,8 @@ def _locations(num_locations: int):
   return tuple(jnp.asarray(a) for a in locations((side, side)))
 
 
-def fcos_loss(outputs: jax.Array, objects: jax.Array) -> dict[str, jax.Array]:
+def fcos_loss(outputs: jax.Array, objects: jax.Array, *,
+              images: jax.Array | None = None) -> dict[str, jax.Array]:
   """FCOS's loss terms of outputs [B, P, K + 5] against objects [B, M, 5].
 
   `focal`: sigmoid focal loss summed over locations and classes, divided by
@@ -176,6 +177,7 @@ def fcos_loss(outputs: jax.Array, objects: jax.Array) -> dict[str, jax.Array]:
   positives' boxes weighted by their centre-ness targets; `centerness`: binary
   cross-entropy of the centre-ness logits of the positives. Also
   `positives` (their count) and `correct` (positives whose top class is right).
+  `images` [B] (bool), when given, keeps only those images in every term.
   """
   num_classes = outputs.shape[-1] - 5
   outputs = outputs.astype(jnp.float32)
@@ -186,11 +188,14 @@ def fcos_loss(outputs: jax.Array, objects: jax.Array) -> dict[str, jax.Array]:
   class_targets, box_targets = jax.vmap(
       assign_targets, in_axes=(0, 0, None, None, None))(
           objects[..., :4], objects[..., 4].astype(jnp.int32), points, strides, ranges)
-  positive = class_targets >= 0
+  kept = (jnp.ones(outputs.shape[:2], bool) if images is None
+          else jnp.broadcast_to(images[:, None], outputs.shape[:2]))
+  positive = (class_targets >= 0) & kept
   positives = jnp.sum(positive.astype(jnp.float32))
   normaliser = jnp.maximum(positives, 1.0)
   one_hot = jax.nn.one_hot(class_targets, num_classes)  # -1 -> zeros
-  focal = jnp.sum(losses.sigmoid_focal_loss(logits, one_hot)) / normaliser
+  focal = jnp.sum(losses.sigmoid_focal_loss(
+      logits, one_hot, where=jnp.broadcast_to(kept[..., None], logits.shape))) / normaliser
   center_targets = jnp.where(positive, centerness(jnp.maximum(box_targets, 1e-3)), 0.0)
 
   def relative(ltrb):  # distances -> a box around the origin
