@@ -7,7 +7,7 @@ arena, with a fresh `mmap` and unmaps it on free, so every step page-faults
 its whole temporary buffer in again, zero-filled by the kernel: 17,500 faults
 (68 MiB) per step of the BiLSTM sentence classifier at batch 64, 8,800 for the
 seed CNN's DANN step, a fifth to a quarter of either step's time on a 2-core
-CPU (README, "Speed on a CPU"). `reuse_freed_memory` has every thread allocate from
+CPU (README, "Speed"). `reuse_freed_memory` has every thread allocate from
 the main heap, never from `mmap`, and keep what it frees, so that each step
 reuses the memory of the step before it; numbers do not change.
 
