@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from xdomain import methods
 from xdomain.config import Config
+from xdomain.config import ConfigError
 from xdomain.methods import METHODS
 from xdomain.methods import base
 from xdomain.models import detection
@@ -171,3 +173,62 @@ def test_fcos_loss_of_kept_images_is_the_loss_of_those_images_alone():
   for name in ("focal", "giou", "centerness", "positives", "correct"):
     np.testing.assert_allclose(kept[name], alone[name], rtol=1e-6, err_msg=name)
   assert kept["positives"] < detection.fcos_loss(outputs, objects)["positives"]
+
+
+def _teacher_with_boxes(rows):
+  """Teacher outputs on 2 images of 32x32: `rows` of (image, location, class, logit)."""
+  points, _, _ = detection.locations((32, 32))
+  logits = np.full((2, len(points), 3), -9.0, np.float32)
+  for image, location, cls, logit in rows:
+    logits[image, location, cls] = logit
+  rest = np.concatenate([np.full((2, len(points), 4), 2.0, np.float32),
+                         np.full((2, len(points), 1), 9.0, np.float32)], -1)
+  return jnp.asarray(np.concatenate([logits, rest], -1))
+
+
+def _pseudo_box_term(method, student, teacher):
+  outputs = base.Outputs(source_logits=None, source_features=None, source_labels=None,
+                         source_mask=None, target_logits=student, teacher_target_logits=teacher)
+  return method.terms(outputs, None, jax.random.key(0), 0)
+
+
+def test_mean_teacher_keeps_at_most_max_pseudo_boxes_the_most_confident():
+  # Image 0: three confident boxes far apart (logits 5, 6, 4); image 1: one.
+  teacher = _teacher_with_boxes([(0, 3, 1, 5.0), (0, 17, 2, 6.0), (0, 12, 0, 4.0),
+                                 (1, 9, 1, 5.0)])
+  student = jnp.asarray(np.random.default_rng(0).normal(size=teacher.shape), jnp.float32)
+  config = Config(method="detection_mean_teacher", max_pseudo_boxes=2)
+  terms = _pseudo_box_term(METHODS["detection_mean_teacher"](config), student, teacher)
+  assert float(terms["pseudo_boxes_per_image"]) == 1.5  # (2 + 1) / 2
+  every = detection.pseudo_objects(teacher, threshold=0.5)
+  capped = detection.pseudo_objects(teacher, threshold=0.5, max_boxes=2)
+  np.testing.assert_array_equal(every[0, :4, 4], [2, 1, 0, -1])  # best first
+  np.testing.assert_array_equal(capped, every[:, :2])
+  expected = detection.fcos_loss(student, capped)
+  np.testing.assert_allclose(terms["pseudo_boxes"],
+                             expected["focal"] + expected["giou"] + expected["centerness"],
+                             rtol=1e-6)
+
+
+def test_mean_teacher_without_pseudo_box_regression_trains_their_classes_only():
+  teacher = _teacher_with_boxes([(0, 3, 1, 5.0), (0, 17, 2, 5.0), (1, 9, 1, 5.0)])
+  student = jnp.asarray(np.random.default_rng(0).normal(size=teacher.shape), jnp.float32)
+  method = METHODS["detection_mean_teacher"](
+      Config(method="detection_mean_teacher", pseudo_box_regression=False))
+  term = lambda s: _pseudo_box_term(method, s, teacher)["pseudo_boxes"]
+  expected = detection.fcos_loss(student, detection.pseudo_objects(teacher, threshold=0.5))
+  np.testing.assert_allclose(term(student), expected["focal"], rtol=1e-6)
+  gradient = np.asarray(jax.grad(term)(student))
+  assert np.abs(gradient[..., :3]).max() > 0  # class logits
+  assert not gradient[..., 3:].any()  # distances and centre-ness
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"method": "dann", "max_pseudo_boxes": 2}, "--max_pseudo_boxes is for"),
+    ({"method": "dann", "pseudo_box_regression": False}, "--pseudo_box_regression is for"),
+    ({"method": "detection_mean_teacher", "max_pseudo_boxes": -1}, "--max_pseudo_boxes=-1"),
+])
+def test_pseudo_box_flags_are_refused_where_they_cannot_act(flags, message):
+  with pytest.raises(ConfigError, match=message):
+    methods.validate_config(Config(source="detect/digits", target="detect/digits_m", **flags),
+                            "detection")

@@ -74,6 +74,12 @@ class Config:
       " the teacher's; fixmatch: the weak view's; detection_mean_teacher: a box's score); 0"
       " keeps every one. Unset: the method's default (fixmatch 0.95, detection_mean_teacher"
       " 0.5, the others keep every one).")
+  max_pseudo_boxes: int = _flag(0,
+      "detection_mean_teacher: keep at most this many pseudo-boxes per target image, the most"
+      " confident (0: up to 8).")
+  pseudo_box_regression: bool = _flag(True,
+      "detection_mean_teacher: train box distances and centre-ness on the pseudo-boxes as well"
+      " as their classes; false: their classes only, as Unbiased Teacher.")
   discriminator_hidden: int = _flag(1024,
       "Width of the domain discriminator's two hidden layers (mdd: of its adversarial head's "
       "one).")

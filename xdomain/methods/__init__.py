@@ -98,6 +98,7 @@ def validate_config(config: Config, task: str) -> None:
   if config.method == "detection_mean_teacher" and task != "detection":
     raise ConfigError(f"--method=detection_mean_teacher is for detection; --source={config.source}"
                       f" is {task}: use --method=mean_teacher.")
+  detection_teacher.validate_config(config)
   if config.method in pretrain.PRETRAINED_MODELS:
     pretrain.validate_config(config, task)
   if config.method == "shot":

@@ -13,6 +13,13 @@ pseudo-boxes says the teacher saw nothing, not that there is nothing, and
 scored as background it taught a detector that saw nothing through fog to
 see nothing anywhere (docs/results.md, "Detection"). `pseudo_boxes_per_image`
 is logged beside the loss (weight 0).
+
+Two ways to trust the teacher less: `--max_pseudo_boxes` keeps only an image's
+most confident boxes (through fog the teacher's boxes outgrew the objects
+three to one), and `--pseudo_box_regression=false` trains only the
+pseudo-boxes' classes (the focal term), not their extents, as Unbiased Teacher
+(Liu et al., ICLR 2021) does: a confident class says little about where a
+box's edges are.
 """
 
 from __future__ import annotations
@@ -21,27 +28,42 @@ import jax
 import jax.numpy as jnp
 
 from xdomain.config import Config
+from xdomain.config import ConfigError
+from xdomain.config import check_non_negative
 from xdomain.methods import base
 from xdomain.models import detection
 
 DEFAULT_THRESHOLD = 0.5  # when --confidence_threshold is unset
+MAX_PSEUDO_BOXES = 8  # per image, when --max_pseudo_boxes is 0
+
+
+def validate_config(config: Config) -> None:
+  """Raises `ConfigError` for pseudo-box flags given to another method."""
+  check_non_negative(config, "max_pseudo_boxes")
+  if config.method != "detection_mean_teacher":
+    for name, default in (("max_pseudo_boxes", 0), ("pseudo_box_regression", True)):
+      if getattr(config, name) != default:
+        raise ConfigError(f"--{name} is for --method=detection_mean_teacher, not"
+                          f" {config.method}.")
 
 
 def make_detection_mean_teacher(config: Config) -> base.Method:
   """Pseudo-box distillation from an EMA teacher on the target."""
   threshold = (DEFAULT_THRESHOLD if config.confidence_threshold is None
                else config.confidence_threshold)
+  max_boxes = config.max_pseudo_boxes or MAX_PSEUDO_BOXES
+  trained = ("focal", "giou", "centerness") if config.pseudo_box_regression else ("focal",)
 
   def terms(outputs, aux_params, rng, step):
     del aux_params, rng, step
     pseudo = detection.pseudo_objects(jax.lax.stop_gradient(outputs.teacher_target_logits),
-                                      threshold=threshold)
+                                      threshold=threshold, max_boxes=max_boxes)
     boxes = jnp.sum(pseudo[..., 4] >= 0, axis=1)
     loss = detection.fcos_loss(outputs.target_logits, pseudo, images=boxes > 0)
     # Logged only: pseudo-boxes per target image, against the source's objects
     # per image, tell a teacher that sees nothing from one that sees too much.
     per_image = jnp.mean(boxes.astype(jnp.float32))
-    return {"pseudo_boxes": loss["focal"] + loss["giou"] + loss["centerness"],
+    return {"pseudo_boxes": sum(loss[name] for name in trained),
             "pseudo_boxes_per_image": per_image}
 
   return base.Method(name="detection_mean_teacher", terms=terms,
