@@ -120,6 +120,9 @@ def main(argv):
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
+  if {"-h", "--help", "--helpshort", "--helpfull"} & set(argv[1:]):
+    print(f"{__doc__}\nflags:\n{_FLAGS.get_help(include_special_flags=False)}")
+    sys.exit(0)
   try:
     remaining = _FLAGS(argv)
   except flags.Error as error:

@@ -346,7 +346,14 @@ def main(argv):
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  remaining = _FLAGS(argv)
+  """Own flags, apart from `benchmarks.accuracy`'s (same names) in absl's FLAGS."""
+  if {"-h", "--help", "--helpshort", "--helpfull"} & set(argv[1:]):
+    print(f"{__doc__}\nflags:\n{_FLAGS.get_help(include_special_flags=False)}")
+    sys.exit(0)
+  try:
+    remaining = _FLAGS(argv)
+  except flags.Error as error:
+    sys.exit(f"{argv[0]}: {error}")
   flags.FLAGS.mark_as_parsed()  # absl's own (logging) flags keep their defaults
   return remaining
 
