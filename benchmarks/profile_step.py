@@ -25,12 +25,12 @@ import glob
 import gzip
 import json
 import os
-import sys
 import tempfile
 
 from absl import app
 from absl import flags
 
+from benchmarks import cli
 from benchmarks import throughput
 from xdomain import host_memory
 
@@ -120,15 +120,7 @@ def main(argv):
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  if {"-h", "--help", "--helpshort", "--helpfull"} & set(argv[1:]):
-    print(f"{__doc__}\nflags:\n{_FLAGS.get_help(include_special_flags=False)}")
-    sys.exit(0)
-  try:
-    remaining = _FLAGS(argv)
-  except flags.Error as error:
-    sys.exit(f"{argv[0]}: {error}")
-  flags.FLAGS.mark_as_parsed()  # absl's own (logging) flags keep their defaults
-  return remaining
+  return cli.parse_own_flags(_FLAGS, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from absl import flags
 from absl import logging
 
 from benchmarks import accuracy
+from benchmarks import cli
 from xdomain import tasks
 from xdomain.evaluate import validators as validators_lib
 
@@ -346,16 +347,7 @@ def main(argv):
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """Own flags, apart from `benchmarks.accuracy`'s (same names) in absl's FLAGS."""
-  if {"-h", "--help", "--helpshort", "--helpfull"} & set(argv[1:]):
-    print(f"{__doc__}\nflags:\n{_FLAGS.get_help(include_special_flags=False)}")
-    sys.exit(0)
-  try:
-    remaining = _FLAGS(argv)
-  except flags.Error as error:
-    sys.exit(f"{argv[0]}: {error}")
-  flags.FLAGS.mark_as_parsed()  # absl's own (logging) flags keep their defaults
-  return remaining
+  return cli.parse_own_flags(_FLAGS, argv, __doc__)
 
 
 if __name__ == "__main__":

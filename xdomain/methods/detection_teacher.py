@@ -19,7 +19,7 @@ most confident boxes (through fog the teacher's boxes outgrew the objects
 three to one), and `--pseudo_box_regression=false` trains only the
 pseudo-boxes' classes (the focal term), not their extents, as Unbiased Teacher
 (Liu et al., ICLR 2021) does: a confident class says little about where a
-box's edges are.
+box's edges are. Neither reached source only on the fog pair (docs/results.md).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from xdomain.methods import base
 from xdomain.models import detection
 
 DEFAULT_THRESHOLD = 0.5  # when --confidence_threshold is unset
-MAX_PSEUDO_BOXES = 8  # per image, when --max_pseudo_boxes is 0
 
 
 def validate_config(config: Config) -> None:
@@ -51,7 +50,7 @@ def make_detection_mean_teacher(config: Config) -> base.Method:
   """Pseudo-box distillation from an EMA teacher on the target."""
   threshold = (DEFAULT_THRESHOLD if config.confidence_threshold is None
                else config.confidence_threshold)
-  max_boxes = config.max_pseudo_boxes or MAX_PSEUDO_BOXES
+  max_boxes = config.max_pseudo_boxes or detection.MAX_PSEUDO_BOXES
   trained = ("focal", "giou", "centerness") if config.pseudo_box_regression else ("focal",)
 
   def terms(outputs, aux_params, rng, step):

@@ -42,6 +42,7 @@ STRIDES = (8, 16)
 SCALE_RANGES = ((0.0, 16.0), (16.0, math.inf))
 CENTER_RADIUS = 1.5  # FCOS centre sampling, in strides
 CANDIDATE_THRESHOLD = 0.05  # FCOS's class probability of a candidate detection
+MAX_PSEUDO_BOXES = 8  # per image, a teacher's pseudo-boxes (static shapes)
 
 
 def level_shapes(image_shape: Sequence[int], strides: Sequence[int] = STRIDES
@@ -228,8 +229,9 @@ def decode(outputs: jax.Array, *, min_probability: float = CANDIDATE_THRESHOLD
   return scores, jnp.clip(boxes, 0.0, float(side))
 
 
-def pseudo_objects(outputs: jax.Array, *, threshold: float, max_boxes: int = 8,
-                   iou_threshold: float = 0.6, candidates: int = 32) -> jax.Array:
+def pseudo_objects(outputs: jax.Array, *, threshold: float,
+                   max_boxes: int = MAX_PSEUDO_BOXES, iou_threshold: float = 0.6,
+                   candidates: int = 32) -> jax.Array:
   """Confident detections of outputs [B, P, K + 5] as objects [B, max_boxes, 5]
   (a teacher's pseudo-boxes: `[ymin, xmin, ymax, xmax, class]`, class -1 for
   the unused rows), with static shapes for the train step.
