@@ -5,7 +5,6 @@ leaves (config.json, results.json, metrics.jsonl with two evaluations), with
 validator values and accuracies made up so that each pick is known.
 """
 
-import importlib
 import json
 import os
 import types
@@ -211,16 +210,3 @@ def test_iwv_and_dev_picks_are_reported_with_their_weights_effective_sample_size
   assert ("- dann, digits/mnist -> digits/uci, dev (0.1, 2): not recorded (runs from before"
           " the diagnostic)") in lines
 
-
-@pytest.mark.parametrize("module, flag", [("selection", "--grid"),
-                                          ("profile_step", "--experiment")])
-def test_help_lists_the_scripts_own_flags_and_bad_flags_are_one_line(module, flag, capsys):
-  script = importlib.import_module(f"benchmarks.{module}")
-  with pytest.raises(SystemExit) as exit_info:
-    script._parse_flags([module, "--help"])  # pylint: disable=protected-access
-  assert exit_info.value.code == 0
-  printed = capsys.readouterr().out
-  assert printed.startswith(script.__doc__.splitlines()[0])
-  assert f"{flag}:" in printed
-  with pytest.raises(SystemExit, match="Unknown command line flag 'nosuchflag'"):
-    script._parse_flags([module, "--nosuchflag"])  # pylint: disable=protected-access

@@ -121,37 +121,38 @@ def test_pseudo_objects_keep_confident_boxes_after_nms():
   np.testing.assert_array_equal(objects[0, :, 4], [2, 1, -1, -1])
 
 
-def test_mean_teacher_logs_its_pseudo_boxes_per_image_at_weight_zero():
+def _teacher_with_boxes(rows):
+  """Teacher outputs on 2 images of 32x32: `rows` of (image, location, class, logit)."""
   points, _, _ = detection.locations((32, 32))
   logits = np.full((2, len(points), 3), -9.0, np.float32)
-  logits[0, [3, 17], [1, 2]] = 5.0  # image 0: two confident boxes far apart; image 1: none
+  for image, location, cls, logit in rows:
+    logits[image, location, cls] = logit
   rest = np.concatenate([np.full((2, len(points), 4), 2.0, np.float32),
                          np.full((2, len(points), 1), 9.0, np.float32)], -1)
-  teacher = jnp.asarray(np.concatenate([logits, rest], -1))
-  method = METHODS["detection_mean_teacher"](Config(method="detection_mean_teacher"))
+  return jnp.asarray(np.concatenate([logits, rest], -1))
+
+
+def _pseudo_box_term(method, student, teacher):
   outputs = base.Outputs(source_logits=None, source_features=None, source_labels=None,
-                         source_mask=None, target_logits=teacher,
-                         teacher_target_logits=teacher)
-  terms = method.terms(outputs, None, jax.random.key(0), 0)
+                         source_mask=None, target_logits=student, teacher_target_logits=teacher)
+  return method.terms(outputs, None, jax.random.key(0), 0)
+
+
+def test_mean_teacher_logs_its_pseudo_boxes_per_image_at_weight_zero():
+  # Image 0: two confident boxes far apart; image 1: none.
+  teacher = _teacher_with_boxes([(0, 3, 1, 5.0), (0, 17, 2, 5.0)])
+  method = METHODS["detection_mean_teacher"](Config(method="detection_mean_teacher"))
+  terms = _pseudo_box_term(method, teacher, teacher)
   assert float(terms["pseudo_boxes_per_image"]) == 1.0  # (2 + 0) / 2
   assert method.weights["pseudo_boxes_per_image"] == 0.0
 
 
 def test_mean_teacher_leaves_images_without_pseudo_boxes_out():
-  points, _, _ = detection.locations((32, 32))
-  logits = np.full((2, len(points), 3), -9.0, np.float32)
-  logits[0, [3, 17], [1, 2]] = 5.0  # image 0: two confident boxes; image 1: none
-  rest = np.concatenate([np.full((2, len(points), 4), 2.0, np.float32),
-                         np.full((2, len(points), 1), 9.0, np.float32)], -1)
-  teacher = jnp.asarray(np.concatenate([logits, rest], -1))
+  # Image 0: two confident boxes; image 1: none.
+  teacher = _teacher_with_boxes([(0, 3, 1, 5.0), (0, 17, 2, 5.0)])
   student = jnp.asarray(np.random.default_rng(0).normal(size=teacher.shape), jnp.float32)
   method = METHODS["detection_mean_teacher"](Config(method="detection_mean_teacher"))
-
-  def term(student):
-    outputs = base.Outputs(source_logits=None, source_features=None, source_labels=None,
-                           source_mask=None, target_logits=student,
-                           teacher_target_logits=teacher)
-    return method.terms(outputs, None, jax.random.key(0), 0)["pseudo_boxes"]
+  term = lambda s: _pseudo_box_term(method, s, teacher)["pseudo_boxes"]
 
   alone = detection.fcos_loss(student[:1], detection.pseudo_objects(teacher[:1], threshold=0.5))
   np.testing.assert_allclose(term(student), alone["focal"] + alone["giou"] + alone["centerness"],
@@ -173,23 +174,6 @@ def test_fcos_loss_of_kept_images_is_the_loss_of_those_images_alone():
   for name in ("focal", "giou", "centerness", "positives", "correct"):
     np.testing.assert_allclose(kept[name], alone[name], rtol=1e-6, err_msg=name)
   assert kept["positives"] < detection.fcos_loss(outputs, objects)["positives"]
-
-
-def _teacher_with_boxes(rows):
-  """Teacher outputs on 2 images of 32x32: `rows` of (image, location, class, logit)."""
-  points, _, _ = detection.locations((32, 32))
-  logits = np.full((2, len(points), 3), -9.0, np.float32)
-  for image, location, cls, logit in rows:
-    logits[image, location, cls] = logit
-  rest = np.concatenate([np.full((2, len(points), 4), 2.0, np.float32),
-                         np.full((2, len(points), 1), 9.0, np.float32)], -1)
-  return jnp.asarray(np.concatenate([logits, rest], -1))
-
-
-def _pseudo_box_term(method, student, teacher):
-  outputs = base.Outputs(source_logits=None, source_features=None, source_labels=None,
-                         source_mask=None, target_logits=student, teacher_target_logits=teacher)
-  return method.terms(outputs, None, jax.random.key(0), 0)
 
 
 def test_mean_teacher_keeps_at_most_max_pseudo_boxes_the_most_confident():

@@ -34,14 +34,15 @@ from xdomain.methods import base
 from xdomain.models import detection
 
 DEFAULT_THRESHOLD = 0.5  # when --confidence_threshold is unset
+DEFAULTS = Config()
 
 
 def validate_config(config: Config) -> None:
   """Raises `ConfigError` for pseudo-box flags given to another method."""
   check_non_negative(config, "max_pseudo_boxes")
   if config.method != "detection_mean_teacher":
-    for name, default in (("max_pseudo_boxes", 0), ("pseudo_box_regression", True)):
-      if getattr(config, name) != default:
+    for name in ("max_pseudo_boxes", "pseudo_box_regression"):
+      if getattr(config, name) != getattr(DEFAULTS, name):
         raise ConfigError(f"--{name} is for --method=detection_mean_teacher, not"
                           f" {config.method}.")
 
