@@ -1,4 +1,5 @@
-"""The README's "Using the losses in your own JAX code" block, run as it stands."""
+"""The complete example of docs/losses.md, run as it stands, and the README's
+excerpt of it ("Using the losses in your own JAX code")."""
 
 import contextlib
 import io
@@ -8,24 +9,38 @@ import re
 import jax.numpy as jnp
 import numpy as np
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-SECTION = "## Using the losses in your own JAX code"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+EXAMPLE = ROOT / "docs" / "losses.md"
+
+
+def python_block(page: pathlib.Path, heading: str) -> str:
+  """The one python block of `page`'s section under `heading`."""
+  text = page.read_text()
+  section = text[text.index(heading):]
+  section = section[:section.index("\n## ", len(heading))]
+  blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+  assert len(blocks) == 1, f"{page.name}'s {heading!r} holds one python block"
+  return blocks[0]
 
 
 def readme_example() -> str:
-  text = README.read_text()
-  section = text[text.index(SECTION):]
-  section = section[:section.index("\n## ", len(SECTION))]
-  blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-  assert len(blocks) == 1, "the section holds one python block, the complete example"
-  return blocks[0]
+  return python_block(EXAMPLE, "## A complete training step")
+
+
+def test_readme_excerpt_is_part_of_the_complete_example():
+  excerpt = python_block(README, "## Using the losses in your own JAX code")
+  paragraphs = [p for p in excerpt.split("\n\n\n") if p.strip()]
+  assert len(paragraphs) == 2 and "def loss_fn(" in paragraphs[-1]
+  for paragraph in paragraphs:
+    assert paragraph.strip() in readme_example(), paragraph
 
 
 def test_readme_training_step_adapts_to_the_rotated_target():
   namespace = {"__name__": "readme_example"}
   output = io.StringIO()
   with contextlib.redirect_stdout(output):
-    exec(compile(readme_example(), str(README), "exec"), namespace)  # pylint: disable=exec-used
+    exec(compile(readme_example(), str(EXAMPLE), "exec"), namespace)  # pylint: disable=exec-used
   history = namespace["history"]
   assert len(history) == namespace["STEPS"]
   assert set(history[0]) == {"task", "mmd", "entropy", "dann", "total", "weight/mmd",
