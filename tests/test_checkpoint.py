@@ -2,6 +2,7 @@
 one before; corrupted data are detected, never loaded; another run's checkpoint
 is refused and left alone."""
 
+import gc
 import logging
 import os
 import shutil
@@ -39,7 +40,9 @@ def save_steps(workdir, steps):
 def restore_latest(workdir, state=None, meta=META):
   with checkpoint.make_manager(workdir) as manager:
     result = checkpoint.restore_latest(manager, abstract(state or tiny_state(0)), meta)
-    return result, manager.all_steps()
+    steps = manager.all_steps()
+  gc.collect()  # Orbax's abandoned reads, if any, within this test (ABANDONED_ORBAX_READS)
+  return result, steps
 
 
 def step_dir(workdir, step):
@@ -94,6 +97,16 @@ DAMAGES = {
 }
 
 
+# A restore that fails on one damaged array abandons Orbax's other pending
+# reads; their coroutines, collected after Orbax's event loop has closed, are
+# reported by pytest as unraisable exceptions (`restore_latest` collects them
+# before its test ends). Orbax's, not a fault of ours: the tests check what the
+# run does about the damage.
+ABANDONED_ORBAX_READS = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@ABANDONED_ORBAX_READS
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_damaged_newest_step_is_set_aside_and_the_previous_one_restored(
     damage, tmp_path, caplog):
@@ -127,6 +140,7 @@ def test_data_that_do_not_match_their_checksums_are_detected_not_loaded(tmp_path
           " params/model/w, ...)") in caplog.text
 
 
+@ABANDONED_ORBAX_READS
 @pytest.mark.parametrize("partial", ["empty", "only meta", "half of the state"])
 def test_empty_or_partial_step_folder_is_set_aside(partial, tmp_path):
   """A copy cut short (or a crash mid-copy) leaves a newer step folder that
@@ -150,6 +164,7 @@ def test_empty_or_partial_step_folder_is_set_aside(partial, tmp_path):
   assert aside.startswith("3-")
 
 
+@ABANDONED_ORBAX_READS
 def test_every_step_damaged_sets_all_aside_and_starts_afresh(tmp_path, caplog):
   workdir = str(tmp_path)
   save_steps(workdir, [1, 2])

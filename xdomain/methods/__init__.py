@@ -49,6 +49,7 @@ METHODS = {
     "lm_pretrain": pretrain.make_lm_pretrain,
     "skipgram": pretrain.make_skipgram,
     "detection_mean_teacher": detection_teacher.make_detection_mean_teacher,
+    "epm": adversarial.make_epm,
     "mdd": disparity.make_mdd,
     "bsp": feature_penalties.make_bsp,
     "afn": feature_penalties.make_afn,
@@ -99,6 +100,12 @@ def validate_config(config: Config, task: str) -> None:
     raise ConfigError(f"--method=detection_mean_teacher is for detection; --source={config.source}"
                       f" is {task}: use --method=mean_teacher.")
   detection_teacher.validate_config(config)
+  if config.method == "epm" and task != "detection":
+    raise ConfigError(f"--method=epm aligns a detector's FPN locations; --source={config.source}"
+                      f" is {task}: use --method=dann.")
+  check_non_negative(config, "center_aware_weight")
+  if config.method != "epm" and config.center_aware_weight != Config().center_aware_weight:
+    raise ConfigError(f"--center_aware_weight is for --method=epm, not {config.method}.")
   if config.method in pretrain.PRETRAINED_MODELS:
     pretrain.validate_config(config, task)
   if config.method == "shot":

@@ -229,6 +229,19 @@ def decode(outputs: jax.Array, *, min_probability: float = CANDIDATE_THRESHOLD
   return scores, jnp.clip(boxes, 0.0, float(side))
 
 
+CENTER_AWARE_SHARPNESS = 20.0  # EPM's released configurations
+
+
+def center_aware_attention(outputs: jax.Array) -> jax.Array:
+  """EPM's center-aware attention [...] of outputs [..., K + 5]:
+  sigmoid(20 * max_k sigmoid(class logit k) * sigmoid(centre-ness logit)),
+  between 0.5 (background) and sigmoid(20) (a sure object centre)."""
+  num_classes = outputs.shape[-1] - 5
+  outputs = outputs.astype(jnp.float32)
+  objectness = jnp.max(jax.nn.sigmoid(outputs[..., :num_classes]), axis=-1)
+  return jax.nn.sigmoid(CENTER_AWARE_SHARPNESS * objectness * jax.nn.sigmoid(outputs[..., -1]))
+
+
 def pseudo_objects(outputs: jax.Array, *, threshold: float,
                    max_boxes: int = MAX_PSEUDO_BOXES, iou_threshold: float = 0.6,
                    candidates: int = 32) -> jax.Array:

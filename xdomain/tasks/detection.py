@@ -28,9 +28,9 @@ from xdomain.models import detection as fcos
 from xdomain.tasks import base
 
 # Methods whose terms make sense on dense detection outputs: the baselines,
-# DANN on the per-location FPN features (DA-Faster's image-level term) and the
-# mean teacher with pseudo-boxes.
-METHODS = ("source_only", "target_only", "dann", "detection_mean_teacher")
+# DANN on the per-location FPN features (DA-Faster's image-level term), EPM
+# (DANN plus center-aware alignment) and the mean teacher with pseudo-boxes.
+METHODS = ("source_only", "target_only", "dann", "epm", "detection_mean_teacher")
 NOISE_STDDEV = 0.1  # Gaussian pixel noise of each consistency view, in input units
 MAX_BOXES = 8  # objects rows of the sample batch (any M works)
 

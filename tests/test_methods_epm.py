@@ -1,0 +1,118 @@
+"""--method=epm: DANN's global alignment plus EPM's center-aware alignment (detection)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xdomain import methods
+from xdomain.config import Config
+from xdomain.config import ConfigError
+from xdomain.methods import METHODS
+from xdomain.methods import base
+from xdomain.models import detection
+from xdomain.models import heads
+
+NUM_CLASSES, FEATURES, HIDDEN = 3, 6, 8
+
+
+def _sigmoid(x):
+  return 1.0 / (1.0 + np.exp(-x))
+
+
+def test_center_aware_attention_is_epms():
+  outputs = np.random.default_rng(0).normal(size=(2, 7, NUM_CLASSES + 5)).astype(np.float32) * 3
+  expected = _sigmoid(20.0 * _sigmoid(outputs[..., :NUM_CLASSES]).max(-1)
+                      * _sigmoid(outputs[..., -1]))
+  np.testing.assert_allclose(detection.center_aware_attention(jnp.asarray(outputs)), expected,
+                             rtol=1e-6)
+  background = np.full((1, NUM_CLASSES + 5), -30.0, np.float32)
+  np.testing.assert_allclose(detection.center_aware_attention(jnp.asarray(background)), 0.5)
+
+
+def _outputs(seed=0):
+  rng = np.random.default_rng(seed)
+  make = lambda *shape: jnp.asarray(rng.normal(size=shape) * 2, jnp.float32)
+  mask = jnp.ones((2, 5), bool)
+  return base.Outputs(source_logits=make(2, 5, NUM_CLASSES + 5), source_features=make(2, 5, FEATURES),
+                      source_labels=None, source_mask=mask,
+                      target_logits=make(2, 5, NUM_CLASSES + 5),
+                      target_features=make(2, 5, FEATURES), target_mask=mask)
+
+
+def _gradients(method, aux, outputs, rng):
+  """Gradients of the center-aware term with respect to the logits and features."""
+  arrays = {name: getattr(outputs, name) for name in
+            ("source_logits", "target_logits", "source_features", "target_features")}
+  term = lambda a: method.terms(outputs.replace(**a), aux, rng, 0)["center_aware_adversarial"]
+  return jax.grad(term)(arrays)
+
+
+def _epm(center_aware_weight=1.0):
+  config = Config(method="epm", discriminator_hidden=HIDDEN, adapt_weight=0.1,
+                  adapt_schedule="constant", center_aware_weight=center_aware_weight)
+  method = METHODS["epm"](config)
+  return method, method.init_aux(jax.random.PRNGKey(1), FEATURES, NUM_CLASSES)
+
+
+def test_center_aware_term_is_the_domain_loss_of_attention_scaled_features():
+  method, aux = _epm()
+  outputs, rng = _outputs(), jax.random.PRNGKey(2)
+  terms = method.terms(outputs, aux, rng, 0)
+  _, center_rng = jax.random.split(rng)
+  attention = lambda logits: _sigmoid(20.0 * _sigmoid(np.asarray(logits)[..., :NUM_CLASSES]).max(-1)
+                                      * _sigmoid(np.asarray(logits)[..., -1]))
+  scaled = [attention(outputs.source_logits)[..., None] * np.asarray(outputs.source_features),
+            attention(outputs.target_logits)[..., None] * np.asarray(outputs.target_features)]
+  rows = np.concatenate([s.reshape(-1, FEATURES) for s in scaled])
+  logits = np.asarray(heads.DomainDiscriminator(hidden_sizes=(HIDDEN, HIDDEN)).apply(
+      {"params": aux["center_discriminator"]}, jnp.asarray(rows), train=True,
+      rngs={"dropout": center_rng}), np.float64)
+  softplus = lambda x: np.logaddexp(0.0, x)
+  # Source is domain 1, target 0; each domain's mean, the two averaged.
+  expected = 0.5 * (softplus(-logits[:10]).mean() + softplus(logits[10:]).mean())
+  np.testing.assert_allclose(terms["center_aware_adversarial"], expected, rtol=1e-5)
+  assert not np.isclose(terms["center_aware_adversarial"], terms["domain_adversarial"])
+
+
+def test_center_aware_reversal_scales_with_its_weight_and_leaves_the_scores_alone():
+  outputs, rng = _outputs(), jax.random.PRNGKey(2)
+
+  once, twice = (_gradients(*_epm(weight), outputs, rng) for weight in (1.0, 2.0))
+  assert np.abs(once["target_features"]).max() > 0
+  for name in ("source_features", "target_features"):
+    np.testing.assert_allclose(twice[name], 2 * once[name], rtol=1e-5)
+  # The attention weighs; no reversed gradient reaches the class or centre-ness outputs.
+  assert not np.asarray(once["source_logits"]).any()
+  assert not np.asarray(once["target_logits"]).any()
+
+
+def test_center_aware_reversal_opposes_its_discriminator():
+  method, aux = _epm()  # constant reversal 0.1
+  outputs, rng = _outputs(), jax.random.PRNGKey(2)
+  reversed_ = _gradients(method, aux, outputs, rng)
+  _, center_rng = jax.random.split(rng)
+  attention = [detection.center_aware_attention(outputs.source_logits)[..., None],
+               detection.center_aware_attention(outputs.target_logits)[..., None]]
+
+  def discriminator_loss(source, target):  # the discriminator's own loss, nothing reversed
+    rows = jnp.concatenate([(attention[0] * source).reshape(-1, FEATURES),
+                            (attention[1] * target).reshape(-1, FEATURES)])
+    logits = heads.DomainDiscriminator(hidden_sizes=(HIDDEN, HIDDEN)).apply(
+        {"params": aux["center_discriminator"]}, rows, train=True, rngs={"dropout": center_rng})
+    return 0.5 * (jnp.mean(jax.nn.softplus(-logits[:10])) + jnp.mean(jax.nn.softplus(logits[10:])))
+
+  plain = jax.grad(discriminator_loss, argnums=(0, 1))(outputs.source_features,
+                                                        outputs.target_features)
+  np.testing.assert_allclose(reversed_["source_features"], -0.1 * plain[0], rtol=1e-5, atol=1e-9)
+  np.testing.assert_allclose(reversed_["target_features"], -0.1 * plain[1], rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("flags, task, message", [
+    ({"method": "epm"}, "image_classification", "--method=epm aligns a detector"),
+    ({"method": "dann", "center_aware_weight": 3.0}, "detection", "--center_aware_weight is for"),
+    ({"method": "epm", "center_aware_weight": -1.0}, "detection", "--center_aware_weight=-1"),
+])
+def test_epm_flags_are_refused_where_they_cannot_act(flags, task, message):
+  with pytest.raises(ConfigError, match=message):
+    methods.validate_config(Config(**flags), task)
