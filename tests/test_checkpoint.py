@@ -103,7 +103,8 @@ DAMAGES = {
 # before its test ends). Orbax's, not a fault of ours: the tests check what the
 # run does about the damage.
 ABANDONED_ORBAX_READS = pytest.mark.filterwarnings(
-    "ignore::pytest.PytestUnraisableExceptionWarning")
+    "ignore:Exception ignored in. (None|<coroutine object _read_array_index_and_device_put)"
+    ":pytest.PytestUnraisableExceptionWarning")
 
 
 @ABANDONED_ORBAX_READS

@@ -108,6 +108,44 @@ def test_center_aware_reversal_opposes_its_discriminator():
   np.testing.assert_allclose(reversed_["target_features"], -0.1 * plain[1], rtol=1e-5, atol=1e-9)
 
 
+def test_center_aware_weight_scales_the_reversal_not_the_discriminators_loss():
+  outputs, rng = _outputs(), jax.random.PRNGKey(2)
+
+  def discriminator_gradients(center_aware_weight):
+    method, aux = _epm(center_aware_weight)
+    term = lambda a: method.terms(outputs, a, rng, 0)["center_aware_adversarial"]
+    return jax.grad(term)(aux)["center_discriminator"]
+
+  once, thrice = discriminator_gradients(1.0), discriminator_gradients(3.0)
+  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(once)) > 0
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), once, thrice)
+
+
+def test_global_term_is_danns():
+  method, aux = _epm()
+  outputs, rng = _outputs(), jax.random.PRNGKey(2)
+  global_rng, _ = jax.random.split(rng)
+  dann = METHODS["dann"](Config(method="dann", discriminator_hidden=HIDDEN, adapt_weight=0.1,
+                                adapt_schedule="constant"))
+  expected = dann.terms(outputs, {"discriminator": aux["discriminator"]}, global_rng, 0)
+  np.testing.assert_allclose(method.terms(outputs, aux, rng, 0)["domain_adversarial"],
+                             expected["domain_adversarial"], rtol=1e-6)
+
+
+def test_masked_locations_change_neither_term():
+  method, aux = _epm()
+  outputs, rng = _outputs(), jax.random.PRNGKey(2)
+  mask = jnp.array([[True, True, False, True, False], [True, False, True, True, True]])
+  outputs = outputs.replace(source_mask=mask, target_mask=mask[::-1])
+  changed = outputs.replace(
+      source_features=jnp.where(mask[..., None], outputs.source_features, 50.0),
+      target_logits=jnp.where(mask[::-1, :, None], outputs.target_logits, 9.0))
+  # The same rng and shapes give both calls the same dropout masks.
+  before, after = (method.terms(o, aux, rng, 0) for o in (outputs, changed))
+  for name in ("domain_adversarial", "center_aware_adversarial"):
+    np.testing.assert_allclose(after[name], before[name], rtol=1e-6, err_msg=name)
+
+
 @pytest.mark.parametrize("flags, task, message", [
     ({"method": "epm"}, "image_classification", "--method=epm aligns a detector"),
     ({"method": "dann", "center_aware_weight": 3.0}, "detection", "--center_aware_weight is for"),

@@ -81,7 +81,8 @@ class Config:
       "detection_mean_teacher: train box distances and centre-ness on the pseudo-boxes as well"
       " as their classes; false: their classes only, as Unbiased Teacher.")
   center_aware_weight: float = _flag(1.0,
-      "epm: the center-aware term's gradient reversal, relative to the global term's.")
+      "epm: the center-aware term's gradient reversal, relative to the global term's (1: the"
+      " same; experiments/detection/epm.flags sets its validator's pick).")
   discriminator_hidden: int = _flag(1024,
       "Width of the domain discriminator's two hidden layers (mdd: of its adversarial head's "
       "one).")

@@ -87,30 +87,34 @@ def make_epm(config: Config) -> base.Method:
   what the adversary must make alike. The attention is a weighting, not a
   path for the reversed gradient into the class and centre-ness outputs
   (stopped). The center-aware term's reversal is the global term's times
-  `--center_aware_weight` (EPM's configurations: 10, with their own global
-  weight). Unlike EPM, both terms train from the start (EPM starts its
-  center-aware stage from a globally aligned model), and both discriminators
-  are xdomain's per-location MLPs rather than EPM's convolution towers.
+  `--center_aware_weight`; both discriminators learn at full strength.
+
+  Where it departs from EPM's code: EPM weighs the center-aware loss 10 times
+  the global one (discriminator and reversal alike) at constant weights; here
+  the reversal alone is scaled, on DANN's schedule. EPM has one convolutional
+  discriminator per FPN level, each level's loss averaged on its own; here each
+  term has one per-location MLP over every location of both levels (stride 8
+  outnumbers stride 16 four to one). EPM starts its center-aware stage from a
+  globally aligned model; here both terms train from the start.
   """
   discriminator = _discriminator(config)
   reversal = base.adaptation_weight(config)
 
+  init_global = _feature_discriminator_init(discriminator)
+
   def init_aux(rng, feature_dim, num_classes):
-    del num_classes
     global_rng, center_rng = jax.random.split(rng)
-    sample = jnp.zeros((1, feature_dim))
-    return {"discriminator": discriminator.init(global_rng, sample, train=False)["params"],
-            "center_discriminator": discriminator.init(center_rng, sample,
-                                                       train=False)["params"]}
+    return {**init_global(global_rng, feature_dim, num_classes),
+            "center_discriminator": init_global(center_rng, feature_dim,
+                                                num_classes)["discriminator"]}
 
   def terms(outputs, aux_params, rng, step):
     global_rng, center_rng = jax.random.split(rng)
     scale = reversal(step)
     fs, ms, ft, mt = base.features_of_both(outputs)
     ls, _, lt, _ = base.logits_of_both(outputs)
-    attention_s, attention_t = (
-        jax.lax.stop_gradient(detection.center_aware_attention(logits))[:, None]
-        for logits in (ls, lt))
+    attention_s = jax.lax.stop_gradient(detection.center_aware_attention(ls))[:, None]
+    attention_t = jax.lax.stop_gradient(detection.center_aware_attention(lt))[:, None]
     return {
         "domain_adversarial": _adversarial_loss(
             discriminator, aux_params["discriminator"], fs, ms, ft, mt, scale, global_rng),
