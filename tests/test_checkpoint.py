@@ -13,6 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from tests.orbax_reads import ABANDONED_ORBAX_READS
 from xdomain import checkpoint
 
 META = {"model": "tiny", "method": "dann"}
@@ -41,7 +42,7 @@ def restore_latest(workdir, state=None, meta=META):
   with checkpoint.make_manager(workdir) as manager:
     result = checkpoint.restore_latest(manager, abstract(state or tiny_state(0)), meta)
     steps = manager.all_steps()
-  gc.collect()  # Orbax's abandoned reads, if any, within this test (ABANDONED_ORBAX_READS)
+  gc.collect()  # Orbax's abandoned reads, if any, within this test (tests/orbax_reads.py)
   return result, steps
 
 
@@ -95,16 +96,6 @@ DAMAGES = {
     "4 KB of flipped bytes": flip_bytes,
     "data of another step": swap_in_older_state,
 }
-
-
-# A restore that fails on one damaged array abandons Orbax's other pending
-# reads; their coroutines, collected after Orbax's event loop has closed, are
-# reported by pytest as unraisable exceptions (`restore_latest` collects them
-# before its test ends). Orbax's, not a fault of ours: the tests check what the
-# run does about the damage.
-ABANDONED_ORBAX_READS = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. (None|<coroutine object _read_array_index_and_device_put)"
-    ":pytest.PytestUnraisableExceptionWarning")
 
 
 @ABANDONED_ORBAX_READS

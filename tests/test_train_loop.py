@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from tests import flagfiles
+from tests.orbax_reads import ABANDONED_ORBAX_READS
 from xdomain import checkpoint
 from xdomain import workdir as workdir_lib
 from xdomain.config import Config
@@ -72,6 +73,7 @@ def snapshot(folder):
 # In-process runs
 
 
+@ABANDONED_ORBAX_READS
 def test_a_damaged_checkpoint_is_set_aside_and_the_run_ends_as_an_unbroken_one(
     data_dir, tmp_path, caplog):
   config = small(data_dir, steps=4, eval_every=4)
