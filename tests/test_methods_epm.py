@@ -20,12 +20,16 @@ def _sigmoid(x):
   return 1.0 / (1.0 + np.exp(-x))
 
 
+def _attention(outputs):
+  """EPM's attention in numpy: sigmoid(20 * max class probability * centre-ness)."""
+  outputs = np.asarray(outputs)
+  return _sigmoid(20.0 * _sigmoid(outputs[..., :NUM_CLASSES]).max(-1) * _sigmoid(outputs[..., -1]))
+
+
 def test_center_aware_attention_is_epms():
   outputs = np.random.default_rng(0).normal(size=(2, 7, NUM_CLASSES + 5)).astype(np.float32) * 3
-  expected = _sigmoid(20.0 * _sigmoid(outputs[..., :NUM_CLASSES]).max(-1)
-                      * _sigmoid(outputs[..., -1]))
-  np.testing.assert_allclose(detection.center_aware_attention(jnp.asarray(outputs)), expected,
-                             rtol=1e-6)
+  np.testing.assert_allclose(detection.center_aware_attention(jnp.asarray(outputs)),
+                             _attention(outputs), rtol=1e-6)
   background = np.full((1, NUM_CLASSES + 5), -30.0, np.float32)
   np.testing.assert_allclose(detection.center_aware_attention(jnp.asarray(background)), 0.5)
 
@@ -60,10 +64,8 @@ def test_center_aware_term_is_the_domain_loss_of_attention_scaled_features():
   outputs, rng = _outputs(), jax.random.PRNGKey(2)
   terms = method.terms(outputs, aux, rng, 0)
   _, center_rng = jax.random.split(rng)
-  attention = lambda logits: _sigmoid(20.0 * _sigmoid(np.asarray(logits)[..., :NUM_CLASSES]).max(-1)
-                                      * _sigmoid(np.asarray(logits)[..., -1]))
-  scaled = [attention(outputs.source_logits)[..., None] * np.asarray(outputs.source_features),
-            attention(outputs.target_logits)[..., None] * np.asarray(outputs.target_features)]
+  scaled = [_attention(outputs.source_logits)[..., None] * np.asarray(outputs.source_features),
+            _attention(outputs.target_logits)[..., None] * np.asarray(outputs.target_features)]
   rows = np.concatenate([s.reshape(-1, FEATURES) for s in scaled])
   logits = np.asarray(heads.DomainDiscriminator(hidden_sizes=(HIDDEN, HIDDEN)).apply(
       {"params": aux["center_discriminator"]}, jnp.asarray(rows), train=True,

@@ -252,6 +252,16 @@ def check_non_negative(config: Config, *names: str) -> None:
       raise ConfigError(f"--{name}={getattr(config, name)} must be >= 0.")
 
 
+def check_method_flags(config: Config, method: str, *names: str) -> None:
+  """Raises `ConfigError` for the first of `names`, flags of `method` alone, set
+  away from its default for another method."""
+  if config.method == method:
+    return
+  for name in names:
+    if getattr(config, name) != Config.__dataclass_fields__[name].default:
+      raise ConfigError(f"--{name} is for --method={method}, not {config.method}.")
+
+
 def check_fraction(config: Config, *names: str) -> None:
   """Raises `ConfigError` for the first of `names` outside [0, 1)."""
   for name in names:

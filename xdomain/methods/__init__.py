@@ -7,6 +7,7 @@ from xdomain.config import Config
 from xdomain.config import ConfigError
 from xdomain.config import check_choice
 from xdomain.config import check_fraction
+from xdomain.config import check_method_flags
 from xdomain.config import check_non_negative
 from xdomain.config import check_positive
 from xdomain.methods import adversarial
@@ -104,8 +105,7 @@ def validate_config(config: Config, task: str) -> None:
     raise ConfigError(f"--method=epm aligns a detector's FPN locations; --source={config.source}"
                       f" is {task}: use --method=dann.")
   check_non_negative(config, "center_aware_weight")
-  if config.method != "epm" and config.center_aware_weight != Config().center_aware_weight:
-    raise ConfigError(f"--center_aware_weight is for --method=epm, not {config.method}.")
+  check_method_flags(config, "epm", "center_aware_weight")
   if config.method in pretrain.PRETRAINED_MODELS:
     pretrain.validate_config(config, task)
   if config.method == "shot":

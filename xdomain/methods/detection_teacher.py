@@ -28,23 +28,18 @@ import jax
 import jax.numpy as jnp
 
 from xdomain.config import Config
-from xdomain.config import ConfigError
+from xdomain.config import check_method_flags
 from xdomain.config import check_non_negative
 from xdomain.methods import base
 from xdomain.models import detection
 
 DEFAULT_THRESHOLD = 0.5  # when --confidence_threshold is unset
-DEFAULTS = Config()
 
 
 def validate_config(config: Config) -> None:
   """Raises `ConfigError` for pseudo-box flags given to another method."""
   check_non_negative(config, "max_pseudo_boxes")
-  if config.method != "detection_mean_teacher":
-    for name in ("max_pseudo_boxes", "pseudo_box_regression"):
-      if getattr(config, name) != getattr(DEFAULTS, name):
-        raise ConfigError(f"--{name} is for --method=detection_mean_teacher, not"
-                          f" {config.method}.")
+  check_method_flags(config, "detection_mean_teacher", "max_pseudo_boxes", "pseudo_box_regression")
 
 
 def make_detection_mean_teacher(config: Config) -> base.Method:
