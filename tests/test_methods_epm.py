@@ -134,8 +134,9 @@ def test_global_term_is_danns():
                              expected["domain_adversarial"], rtol=1e-6)
 
 
-def test_masked_locations_change_neither_term():
-  method, aux = _epm()
+@pytest.mark.parametrize("per_level", [False, True])
+def test_masked_locations_change_neither_term(per_level):
+  method, aux = _per_level("epm") if per_level else _epm()
   outputs, rng = _outputs(), jax.random.PRNGKey(2)
   mask = jnp.array([[True, True, False, True, False], [True, False, True, True, True]])
   outputs = outputs.replace(source_mask=mask, target_mask=mask[::-1])
@@ -156,3 +157,105 @@ def test_masked_locations_change_neither_term():
 def test_epm_flags_are_refused_where_they_cannot_act(flags, task, message):
   with pytest.raises(ConfigError, match=message):
     methods.validate_config(Config(**flags), task)
+
+
+def _per_level(method):
+  config = Config(method=method, discriminator_hidden=HIDDEN, adapt_weight=0.1,
+                  adapt_schedule="constant", discriminator_per_level=True)
+  built = METHODS[method](config)
+  return built, built.init_aux(jax.random.PRNGKey(1), FEATURES, NUM_CLASSES)
+
+
+# The outputs' 5 locations are a 16x16 image's FPN: 2x2 at stride 8, then 1x1 at stride 16.
+LEVELS = ((0, 4), (4, 5))
+
+
+def _per_level_loss(params, source, target, rng):
+  """The per-level discriminators' own loss of [B, P, D] rows, nothing reversed: each
+  level's domain loss (each domain's mean, the two averaged), the levels averaged."""
+  level_losses = []
+  for k, ((start, stop), level_rng) in enumerate(zip(LEVELS, jax.random.split(rng, 2))):
+    rows = jnp.concatenate([source[:, start:stop].reshape(-1, FEATURES),
+                            target[:, start:stop].reshape(-1, FEATURES)])
+    logits = heads.DomainDiscriminator(hidden_sizes=(HIDDEN, HIDDEN)).apply(
+        {"params": params[f"level_{k}"]}, rows, train=True, rngs={"dropout": level_rng})
+    half = rows.shape[0] // 2
+    level_losses.append(0.5 * (jnp.mean(jax.nn.softplus(-logits[:half]))
+                               + jnp.mean(jax.nn.softplus(logits[half:]))))
+  return jnp.mean(jnp.stack(level_losses))
+
+
+def test_per_level_dann_is_the_mean_of_each_levels_own_discriminator():
+  method, aux = _per_level("dann")
+  assert set(aux["discriminator"]) == {"level_0", "level_1"}
+  outputs, rng = _outputs(), jax.random.PRNGKey(2)
+  expected = _per_level_loss(aux["discriminator"], outputs.source_features,
+                             outputs.target_features, rng)
+  np.testing.assert_allclose(method.terms(outputs, aux, rng, 0)["domain_adversarial"], expected,
+                             rtol=1e-5)
+
+
+def test_per_level_discriminators_learn_from_their_own_level_only():
+  method, aux = _per_level("dann")
+  outputs, rng = _outputs(), jax.random.PRNGKey(2)
+  # Locations 0-3 (stride 8) changed, location 4 (stride 16) kept.
+  changed = outputs.replace(source_features=outputs.source_features.at[:, :4].add(3.0),
+                            target_features=outputs.target_features.at[:, :4].add(-3.0))
+
+  def gradients(o):
+    return jax.grad(lambda a: method.terms(o, a, rng, 0)["domain_adversarial"])(aux)
+
+  before, after = gradients(outputs), gradients(changed)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+               before["discriminator"]["level_1"], after["discriminator"]["level_1"])
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
+                       before["discriminator"]["level_0"], after["discriminator"]["level_0"])
+  assert max(jax.tree.leaves(moved)) > 1e-3
+
+
+def test_per_level_epm_aligns_both_terms_level_by_level():
+  method, aux = _per_level("epm")
+  assert set(aux["center_discriminator"]) == {"level_0", "level_1"}
+  outputs, rng = _outputs(), jax.random.PRNGKey(2)
+  terms = method.terms(outputs, aux, rng, 0)
+  global_rng, center_rng = jax.random.split(rng)
+  source, target = np.asarray(outputs.source_features), np.asarray(outputs.target_features)
+  np.testing.assert_allclose(
+      terms["domain_adversarial"],
+      _per_level_loss(aux["discriminator"], source, target, global_rng), rtol=1e-5)
+  np.testing.assert_allclose(
+      terms["center_aware_adversarial"],
+      _per_level_loss(aux["center_discriminator"],
+                      _attention(outputs.source_logits)[..., None] * source,
+                      _attention(outputs.target_logits)[..., None] * target, center_rng),
+      rtol=1e-5)
+
+
+def test_per_level_reversal_opposes_the_discriminators():
+  method, aux = _per_level("dann")  # constant reversal 0.1
+  outputs, rng = _outputs(), jax.random.PRNGKey(2)
+  features = (outputs.source_features, outputs.target_features)
+  reversed_ = jax.grad(
+      lambda s, t: method.terms(outputs.replace(source_features=s, target_features=t), aux,
+                                rng, 0)["domain_adversarial"], argnums=(0, 1))(*features)
+  own = jax.grad(lambda s, t: _per_level_loss(aux["discriminator"], s, t, rng),
+                 argnums=(0, 1))(*features)
+  for got, plain in zip(reversed_, own):
+    assert np.abs(np.asarray(plain)).max() > 0
+    np.testing.assert_allclose(got, -0.1 * plain, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["dann", "epm"])
+def test_per_level_discriminators_are_accepted_for_detections_dann_and_epm(method):
+  methods.validate_config(Config(method=method, discriminator_per_level=True), "detection")
+
+
+@pytest.mark.parametrize("flags, task", [
+    ({"method": "source_only"}, "detection"),
+    ({"method": "detection_mean_teacher"}, "detection"),
+    ({"method": "dann"}, "image_classification"),
+    ({"method": "dann"}, "text_classification"),
+])
+def test_per_level_discriminators_are_refused_outside_detections_dann_and_epm(flags, task):
+  with pytest.raises(ConfigError, match="--discriminator_per_level gives each FPN level"):
+    methods.validate_config(Config(discriminator_per_level=True, **flags), task)

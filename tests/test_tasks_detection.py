@@ -149,10 +149,18 @@ TINY = dict(flagfiles.SMOKE_OVERRIDES, steps=1, checkpoint_every=1, eval_every=1
             batch_size=8, image_size=64, eval_batch_size=512)
 
 
-@pytest.mark.parametrize("flagfile", flagfiles.flag_files("detection"))
-def test_detection_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
+# Every flag file, and EPM with a discriminator per FPN level (nested discriminator
+# parameters through the checkpoint).
+RUNS = [(f, {}) for f in flagfiles.flag_files("detection")] + [
+    ("experiments/detection/epm.flags", {"discriminator_per_level": True})]
+
+
+@pytest.mark.parametrize("flagfile, extra", RUNS,
+                         ids=[f + "".join(f"+{k}" for k in extra) for f, extra in RUNS])
+def test_detection_flag_file_runs_and_resumes(flagfile, extra, data_dir, tmp_path):
   plots = flagfile.endswith("/dann.flags")  # the plots of one file are enough
-  config = flagfiles.config_from_flagfile(flagfile, **TINY, plots=plots, data_dir=data_dir)
+  config = flagfiles.config_from_flagfile(flagfile, **TINY, **extra, plots=plots,
+                                          data_dir=data_dir)
   validate_config(config)
   workdir = str(tmp_path / "run")
   results = train_and_evaluate(config, workdir, devices=flagfiles.smoke_devices())
@@ -171,7 +179,7 @@ def test_detection_flag_file_runs_and_resumes(flagfile, data_dir, tmp_path):
   assert [e["step"] for e in events if "total" in e] == [1]
   for name in ("learning_curves.png", "detections.png") if plots else ():
     assert os.path.getsize(os.path.join(workdir, name)) > 10_000, name
-  if config.method == "dann":
+  if config.method in ("dann", "epm"):
     assert all("domain_adversarial" in e for e in events if "total" in e)
   if config.method == "detection_mean_teacher":
     assert all("pseudo_boxes" in e and 0 <= e["pseudo_boxes_per_image"] <= 8

@@ -83,6 +83,9 @@ class Config:
   center_aware_weight: float = _flag(1.0,
       "epm: the center-aware term's gradient reversal, relative to the global term's (1: the"
       " same; experiments/detection/epm.flags sets its validator's pick).")
+  discriminator_per_level: bool = _flag(False,
+      "dann and epm on detection: one discriminator per FPN level, as EPM (each term the mean"
+      " of the levels' losses); false: one over every location of every level.")
   discriminator_hidden: int = _flag(1024,
       "Width of the domain discriminator's two hidden layers (mdd: of its adversarial head's "
       "one).")

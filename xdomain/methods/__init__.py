@@ -106,6 +106,12 @@ def validate_config(config: Config, task: str) -> None:
                       f" is {task}: use --method=dann.")
   check_non_negative(config, "center_aware_weight")
   check_method_flags(config, "epm", "center_aware_weight")
+  if config.discriminator_per_level and (
+      task != "detection" or config.method not in ("dann", "epm")):
+    raise ConfigError(
+        "--discriminator_per_level gives each FPN level of a detector its own discriminator,"
+        f" for --method=dann or epm; --method={config.method} with --source={config.source}"
+        f" ({task}) has none: leave it false.")
   if config.method in pretrain.PRETRAINED_MODELS:
     pretrain.validate_config(config, task)
   if config.method == "shot":

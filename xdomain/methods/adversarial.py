@@ -8,6 +8,8 @@ discriminator to tell the domains apart and the feature extractor to confuse it.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -53,25 +55,64 @@ def _adversarial_loss(discriminator, params, fs, ms, ft, mt, scale, rng, source_
       source_where=ms, target_where=mt)
 
 
-def _domain_loss(discriminator, aux_params, outputs, scale, rng, source_weights=None):
+def _domain_loss(discriminator, params, outputs, scale, rng, source_weights=None):
   """DANN's domain loss of the features behind gradient reversal of `scale`."""
   fs, ms, ft, mt = base.features_of_both(outputs)
-  return _adversarial_loss(discriminator, aux_params["discriminator"], fs, ms, ft, mt, scale,
-                           rng, source_weights=source_weights)
+  return _adversarial_loss(discriminator, params, fs, ms, ft, mt, scale, rng,
+                           source_weights=source_weights)
+
+
+def _per_level_loss(discriminator, params, outputs, scale, rng):
+  """The mean over FPN levels of each level's domain loss under its own
+  discriminator (`params["level_<k>"]`)."""
+  side = detection.image_size_of(outputs.source_features.shape[1])
+  bounds = detection.level_bounds((side, side))
+  level_losses = []
+  for k, ((start, stop), level_rng) in enumerate(zip(bounds, jax.random.split(rng, len(bounds)))):
+    fs, ms = base.flatten_tokens(outputs.source_features[:, start:stop],
+                                 outputs.source_mask[:, start:stop])
+    ft, mt = base.flatten_tokens(outputs.target_features[:, start:stop],
+                                 outputs.target_mask[:, start:stop])
+    level_losses.append(_adversarial_loss(discriminator, params[f"level_{k}"], fs, ms, ft, mt,
+                                          scale, level_rng))
+  return jnp.mean(jnp.stack(level_losses))
+
+
+def _alignment(config: Config, discriminator):
+  """(init_aux, loss) of the features' alignment: one discriminator over every
+  sample, or with `--discriminator_per_level` (detection) one per FPN level and
+  the mean of the levels' losses, which keeps a term at log 2 when the
+  discriminators are at chance, as with one (EPM's code sums the levels).
+
+  `loss(params, outputs, scale, rng)` is the domain loss behind reversal of `scale`.
+  """
+  init_one = _feature_discriminator_init(discriminator)
+  if not config.discriminator_per_level:
+    return init_one, functools.partial(_domain_loss, discriminator)
+
+  def init_aux(rng, feature_dim, num_classes):
+    rngs = jax.random.split(rng, len(detection.STRIDES))
+    return {"discriminator": {
+        f"level_{k}": init_one(level_rng, feature_dim, num_classes)["discriminator"]
+        for k, level_rng in enumerate(rngs)}}
+
+  return init_aux, functools.partial(_per_level_loss, discriminator)
 
 
 def make_dann(config: Config) -> base.Method:
-  """DANN: Ganin et al., "Domain-Adversarial Training of Neural Networks", JMLR 2016."""
-  discriminator = _discriminator(config)
+  """DANN: Ganin et al., "Domain-Adversarial Training of Neural Networks", JMLR 2016.
+
+  On detection it aligns every FPN location (DA-Faster's image-level term);
+  `--discriminator_per_level` gives each level its own discriminator, as EPM."""
+  init_aux, alignment_loss = _alignment(config, _discriminator(config))
   reversal = base.adaptation_weight(config)
 
   def terms(outputs, aux_params, rng, step):
-    return {"domain_adversarial": _domain_loss(discriminator, aux_params, outputs,
-                                               reversal(step), rng)}
+    return {"domain_adversarial": alignment_loss(aux_params["discriminator"], outputs,
+                                                 reversal(step), rng)}
 
   return base.Method(name="dann", terms=terms, weights={"domain_adversarial": 1.0},
-                     init_aux=_feature_discriminator_init(discriminator),
-                     logged_schedules={"gradient_reversal": reversal})
+                     init_aux=init_aux, logged_schedules={"gradient_reversal": reversal})
 
 
 def make_epm(config: Config) -> base.Method:
@@ -87,40 +128,41 @@ def make_epm(config: Config) -> base.Method:
   what the adversary must make alike. The attention is a weighting, not a
   path for the reversed gradient into the class and centre-ness outputs
   (stopped). The center-aware term's reversal is the global term's times
-  `--center_aware_weight`; both discriminators learn at full strength.
+  `--center_aware_weight`; both terms' discriminators learn at full strength.
+  `--discriminator_per_level` gives each term one discriminator per FPN level,
+  as EPM's code (the term is the levels' mean, where EPM sums them).
 
   Where it departs from EPM's code: EPM weighs the center-aware loss 10 times
   the global one (discriminator and reversal alike) at constant weights; here
-  the reversal alone is scaled, on DANN's schedule. EPM has one convolutional
-  discriminator per FPN level, each level's loss averaged on its own; here each
-  term has one per-location MLP over every location of both levels (stride 8
-  outnumbers stride 16 four to one). EPM starts its center-aware stage from a
-  globally aligned model; here both terms train from the start.
+  the reversal alone is scaled, on DANN's schedule. EPM's discriminators are
+  convolutional; here they are per-location MLPs, by default one per term
+  over every location of both levels (stride 8 outnumbers stride 16 four to
+  one). EPM starts its center-aware stage from a globally aligned model; here
+  both terms train from the start.
   """
-  discriminator = _discriminator(config)
+  init_discriminators, alignment_loss = _alignment(config, _discriminator(config))
   reversal = base.adaptation_weight(config)
-
-  init_global = _feature_discriminator_init(discriminator)
 
   def init_aux(rng, feature_dim, num_classes):
     global_rng, center_rng = jax.random.split(rng)
-    return {**init_global(global_rng, feature_dim, num_classes),
-            "center_discriminator": init_global(center_rng, feature_dim,
-                                                num_classes)["discriminator"]}
+    return {**init_discriminators(global_rng, feature_dim, num_classes),
+            "center_discriminator": init_discriminators(center_rng, feature_dim,
+                                                        num_classes)["discriminator"]}
 
   def terms(outputs, aux_params, rng, step):
     global_rng, center_rng = jax.random.split(rng)
     scale = reversal(step)
-    fs, ms, ft, mt = base.features_of_both(outputs)
-    ls, _, lt, _ = base.logits_of_both(outputs)
-    attention_s = jax.lax.stop_gradient(detection.center_aware_attention(ls))[:, None]
-    attention_t = jax.lax.stop_gradient(detection.center_aware_attention(lt))[:, None]
+    attention = lambda logits: jax.lax.stop_gradient(
+        detection.center_aware_attention(logits))[..., None]
+    centered = outputs.replace(
+        source_features=attention(outputs.source_logits) * outputs.source_features,
+        target_features=attention(outputs.target_logits) * outputs.target_features)
     return {
-        "domain_adversarial": _adversarial_loss(
-            discriminator, aux_params["discriminator"], fs, ms, ft, mt, scale, global_rng),
-        "center_aware_adversarial": _adversarial_loss(
-            discriminator, aux_params["center_discriminator"], attention_s * fs, ms,
-            attention_t * ft, mt, scale * config.center_aware_weight, center_rng),
+        "domain_adversarial": alignment_loss(aux_params["discriminator"], outputs, scale,
+                                             global_rng),
+        "center_aware_adversarial": alignment_loss(aux_params["center_discriminator"], centered,
+                                                   scale * config.center_aware_weight,
+                                                   center_rng),
     }
 
   return base.Method(name="epm", terms=terms,
@@ -189,8 +231,8 @@ def make_iwdan(config: Config) -> base.Method:
     cross_entropy = optax.softmax_cross_entropy_with_integer_labels(
         ls.astype(jnp.float32), labels)
     return {
-        "domain_adversarial": _domain_loss(discriminator, aux_params, outputs, reversal(step),
-                                           rng, source_weights=example_weights),
+        "domain_adversarial": _domain_loss(discriminator, aux_params["discriminator"], outputs,
+                                           reversal(step), rng, source_weights=example_weights),
         "source_reweighting": base.masked_mean((example_weights - 1.0) * cross_entropy, ms),
     }
 

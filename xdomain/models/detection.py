@@ -81,14 +81,22 @@ def locations(image_shape: Sequence[int], strides: Sequence[int] = STRIDES,
           np.concatenate(ranges).astype(np.float32))
 
 
+def level_bounds(image_shape: Sequence[int], strides: Sequence[int] = STRIDES
+                 ) -> list[tuple[int, int]]:
+  """[start, stop) of each level's locations among the per-location rows."""
+  bounds, start = [], 0
+  for h, w in level_shapes(image_shape, strides):
+    bounds.append((start, start + h * w))
+    start += h * w
+  return bounds
+
+
 def split_levels(rows: jax.Array, image_shape: Sequence[int],
                  strides: Sequence[int] = STRIDES) -> list[jax.Array]:
   """Per-location rows [B, P, D] -> one map [B, h, w, D] per level."""
-  maps, start = [], 0
-  for h, w in level_shapes(image_shape, strides):
-    maps.append(rows[:, start:start + h * w].reshape(rows.shape[0], h, w, rows.shape[-1]))
-    start += h * w
-  return maps
+  return [rows[:, start:stop].reshape(rows.shape[0], h, w, rows.shape[-1])
+          for (start, stop), (h, w) in zip(level_bounds(image_shape, strides),
+                                           level_shapes(image_shape, strides))]
 
 
 def assign_targets(boxes: jax.Array, classes: jax.Array, points: jax.Array,
