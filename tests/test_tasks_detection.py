@@ -149,10 +149,11 @@ TINY = dict(flagfiles.SMOKE_OVERRIDES, steps=1, checkpoint_every=1, eval_every=1
             batch_size=8, image_size=64, eval_batch_size=512)
 
 
-# Every flag file, and EPM with a discriminator per FPN level (nested discriminator
-# parameters through the checkpoint).
+# Every flag file (dann.flags has a discriminator per FPN level: nested discriminator
+# parameters through the checkpoint), and DANN with the one shared discriminator,
+# the default without the flag file.
 RUNS = [(f, {}) for f in flagfiles.flag_files("detection")] + [
-    ("experiments/detection/epm.flags", {"discriminator_per_level": True})]
+    ("experiments/detection/dann.flags", {"discriminator_per_level": False})]
 
 
 @pytest.mark.parametrize("flagfile, extra", RUNS,
