@@ -9,7 +9,9 @@ validator's pick, and that pick rerun on fresh seeds.
       --pairs=detect/digits:detect/digits_m --grid=adapt_weight=0.03,0.1,0.3,1 --rerun=
 
 For each method and pair, `experiments/<task>/<method>.flags` runs once per
-grid value on the selection seed (a seed no table reports), holding out
+grid value on the selection seed (a seed no table reports; with several,
+`--selection_seed=100,101,102`, on each, and every score of a candidate is its
+mean over them, so that one seed's noise decides less), holding out
 `--source_val_fraction` of the source's training split and evaluating
 `--evaluations` times (with few target labels, the held-out rows are part of
 them). Every (grid value, evaluation step) is a candidate; each validator
@@ -72,8 +74,9 @@ _METRIC = flags.DEFINE_string(
     "metric", "target_test_accuracy",
     "The target test score of the oracle and the tables (detection: target_test_ap50).",
     flag_values=_FLAGS)
-_SELECTION_SEED = flags.DEFINE_integer(
-    "selection_seed", 100, "The seed of the grid runs, one that no table reports.",
+_SELECTION_SEEDS = flags.DEFINE_list(
+    "selection_seed", ["100"], "The seed of the grid runs, one that no table reports; several"
+    " (comma-separated): each candidate's scores are their mean over them.",
     flag_values=_FLAGS)
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Fresh seeds of the picks.",
                            flag_values=_FLAGS)
@@ -130,6 +133,17 @@ def parse_rerun(names: Sequence[str]) -> tuple[str, ...]:
   return tuple(known[n] for n in names)
 
 
+def check_selection_seeds(selection_seeds: Sequence[str], seeds: Sequence[str]) -> None:
+  """Refuses selection seeds that are not integers or that the fresh seeds reuse."""
+  if not selection_seeds or not all(seed.isdigit() for seed in selection_seeds):
+    raise ValueError(f"--selection_seed={','.join(selection_seeds)}: give one or more"
+                     " non-negative integers, e.g. --selection_seed=100,101,102")
+  reused = sorted(set(selection_seeds) & set(seeds))
+  if reused:
+    raise ValueError(f"--selection_seed and --seeds share {','.join(reused)}: the picks must"
+                     " run on seeds that did not choose them")
+
+
 def candidates(workdir: str, metric: str = "target_test_accuracy") -> list[dict]:
   """The evaluations of a finished run: `{'step', 'target' (its `metric`),
   <validator>..., <diagnostic>...}`."""
@@ -141,6 +155,22 @@ def candidates(workdir: str, metric: str = "target_test_accuracy") -> list[dict]
            **{key[len("diagnostic/"):]: value for key, value in e.items()
               if key.startswith("diagnostic/")}}
           for e in events if metric in e]
+
+
+def mean_candidates(per_seed: Sequence[Sequence[dict]]) -> list[dict]:
+  """The candidates of one grid value, from its run on each selection seed, as
+  one list: each score the mean over the seeds. The runs must have evaluated at
+  the same steps; a score that not every run has is left out."""
+  steps = [[c["step"] for c in runs] for runs in per_seed]
+  if any(s != steps[0] for s in steps):
+    raise ValueError(f"the selection seeds' runs evaluated at different steps ({steps}):"
+                     " rerun them with the same --steps and --evaluations")
+  means = []
+  for at_step in zip(*per_seed):
+    keys = set.intersection(*(set(c) for c in at_step)) - {"step"}
+    means.append({"step": at_step[0]["step"],
+                  **{k: float(np.mean([c[k] for c in at_step])) for k in sorted(keys)}})
+  return means
 
 
 def guarded_out(grid: Mapping[str, Sequence[dict]],
@@ -188,20 +218,20 @@ def score_at(workdir: str, step: int, metric: str = "target_test_accuracy") -> f
 
 
 def select(flagfile: str, pair: str, *, grid_flag: str, grid_values: Sequence[str],
-           selection_seed: int, seeds: Sequence[str], common: Mapping[str, str],
+           selection_seeds: Sequence[str], seeds: Sequence[str], common: Mapping[str, str],
            task_dir: str, task_root: str, row_flags: Mapping[str, str] | None = None,
            rerun: Sequence[str] = (*VALIDATORS, ORACLE),
            max_source_drop: float = 0.03, metric: str = "target_test_accuracy") -> dict:
-  """Grid on the selection seed, the picks, and the `rerun` picks on fresh seeds.
+  """Grid on the selection seeds, the picks, and the `rerun` picks on fresh seeds.
 
   `common` flags reach the file's upstream runs too; `row_flags` (the held-out
   source share, the evaluation steps) and the grid value only its own runs.
 
   Returns:
     `{'picks': {validator: [value, step]}, 'picked': {validator: `metric` on the
-    selection seed}, 'rows': {validator in rerun: [`metric` per seed]},
-    'candidates': {value: [...]}, 'guarded_out': [[value, step], ...] (None:
-    no candidate had a source score, the guard was off)}`.
+    selection seeds, their mean}, 'rows': {validator in rerun: [`metric` per seed]},
+    'candidates': {value: [...], means over the selection seeds}, 'guarded_out':
+    [[value, step], ...] (None: no candidate had a source score, the guard was off)}`.
   """
   source, target = accuracy.split_pair(pair)
   pair_root = os.path.join(task_root, pair.replace("/", "_"))
@@ -220,7 +250,9 @@ def select(flagfile: str, pair: str, *, grid_flag: str, grid_values: Sequence[st
                        " selection never mixes pairs")
     return accuracy.workdir_for(flagfile, task_dir, grid_dir, seed)
 
-  grid = {value: candidates(run(value, str(selection_seed)), metric) for value in grid_values}
+  grid = {value: mean_candidates([candidates(run(value, str(seed)), metric)
+                                   for seed in selection_seeds])
+          for value in grid_values}
   excluded = guarded_out(grid, max_source_drop)
   if excluded is None:
     logging.warning("%s on %s: no candidate has a source score; the source guard is off",
@@ -245,9 +277,9 @@ def markdown(selections: Mapping[str, Mapping[str, dict]], *, grid_flag: str,
   pairs = sorted({p for by_pair in selections.values() for p in by_pair})
   lines = [f"{metric} (%), mean +- std over fresh seeds {','.join(seeds)}, of the"
            f" --{grid_flag} and evaluation step each validator picked on the selection seed;"
-           " in brackets the pick and its score on the selection seed (a pick without"
-           " fresh seeds was not rerun). The oracle reads target labels: unattainable in"
-           " practice.",
+           " in brackets the pick and its score on the selection seed (with several, their"
+           " mean; a pick without fresh seeds was not rerun). The oracle reads target"
+           " labels: unattainable in practice.",
            f"Made by `{command}` ({minutes:.0f} min).", "",
            "| method | picked by | " + " | ".join(" -> ".join(accuracy.split_pair(p))
                                                  for p in pairs) + " |",
@@ -282,10 +314,10 @@ def markdown(selections: Mapping[str, Mapping[str, dict]], *, grid_flag: str,
              for pair, selection in by_pair.items() for name in validators_lib.WEIGHTED
              if name in selection.get("picks", {})]
   if weighed:
-    lines += ["", "The importance weights behind IWV's and DEV's picks, on the selection seed:"
-              " their effective sample size (Kish, a share of the source_val rows; the"
-              " estimate of the target risk rests on that many) and mean (1 if the domain"
-              " classifier is calibrated):", ""]
+    lines += ["", "The importance weights behind IWV's and DEV's picks, on the selection seed"
+              " (the mean of several): their effective sample size (Kish, a share of the"
+              " source_val rows; the estimate of the target risk rests on that many) and"
+              " mean (1 if the domain classifier is calibrated):", ""]
   for method, pair, name, selection in weighed:
     value, step = selection["picks"][name]
     picked = next(c for c in selection["candidates"][value] if c["step"] == step)
@@ -306,6 +338,7 @@ def main(argv):
       accuracy.split_pair(pair)
     common = accuracy.parse_overrides(_OVERRIDES.value)
     rerun = parse_rerun(_RERUN.value)
+    check_selection_seeds(_SELECTION_SEEDS.value, _SEEDS.value)
     if not 0 <= _MAX_SOURCE_DROP.value <= 1:
       raise ValueError(f"--max_source_drop={_MAX_SOURCE_DROP.value} must lie in [0, 1] (an"
                        " accuracy drop; 1 turns the guard off)")
@@ -332,7 +365,7 @@ def main(argv):
       logging.info("selecting --%s for %s on %s", grid_flag, method, pair)
       selections.setdefault(method, {})[pair] = select(
           flagfile, pair, grid_flag=grid_flag, grid_values=grid_values,
-          selection_seed=_SELECTION_SEED.value, seeds=_SEEDS.value, common=common,
+          selection_seeds=_SELECTION_SEEDS.value, seeds=_SEEDS.value, common=common,
           task_dir=task_dir, task_root=os.path.join(_ROOT.value, "select", _TASK.value),
           row_flags=row_flags(flagfile),
           rerun=rerun, max_source_drop=_MAX_SOURCE_DROP.value, metric=_METRIC.value)

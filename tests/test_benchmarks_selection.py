@@ -68,7 +68,7 @@ def test_each_validator_picks_its_best_candidate_and_the_pick_runs_on_fresh_seed
     runs, tmp_path):
   selection = select.select(
       os.path.join(DIGITS, "dann.flags"), "digits/mnist:digits/uci",
-      grid_flag="adapt_weight", grid_values=["0.1", "0.3", "1"], selection_seed=100,
+      grid_flag="adapt_weight", grid_values=["0.1", "0.3", "1"], selection_seeds=["100"],
       seeds=["0", "1"], common={"steps": "4", "eval_every": "2"}, task_dir=DIGITS,
       task_root=str(tmp_path))
   assert selection["picks"] == {"entropy": ["1", 4], "snd": ["0.1", 2],
@@ -94,7 +94,7 @@ def test_the_grid_value_reaches_the_row_and_not_its_upstream_runs(runs, tmp_path
   flagfile.write_text(f"# upstream: --init_from={os.path.join(DIGITS, 'source_only.flags')}\n"
                       "--method=dann\n--adapt_weight=1\n--steps=4\n")
   select.select(str(flagfile), "digits/mnist:digits/uci", grid_flag="adapt_weight",
-                grid_values=["0.1", "0.3"], selection_seed=100, seeds=["0"],
+                grid_values=["0.1", "0.3"], selection_seeds=["100"], seeds=["0"],
                 common={"eval_every": "2"}, task_dir=str(task_dir),
                 task_root=str(tmp_path / "runs"), rerun=select.parse_rerun(["snd"]))
   upstream = [r for r in runs if r["flagfile"].endswith("source_only.flags")]
@@ -111,7 +111,7 @@ def test_the_grid_value_reaches_the_row_and_not_its_upstream_runs(runs, tmp_path
 def test_only_the_rerun_validators_picks_run_on_fresh_seeds(runs, tmp_path):
   selection = select.select(
       os.path.join(DIGITS, "dann.flags"), "digits/mnist:digits/uci",
-      grid_flag="adapt_weight", grid_values=["0.1", "0.3", "1"], selection_seed=100,
+      grid_flag="adapt_weight", grid_values=["0.1", "0.3", "1"], selection_seeds=["100"],
       seeds=["0", "1"], common={"steps": "4", "eval_every": "2"}, task_dir=DIGITS,
       task_root=str(tmp_path), rerun=select.parse_rerun(["snd"]))
   assert selection["picked"] == pytest.approx({"entropy": -0.06, "snd": 0.42,
@@ -135,11 +135,45 @@ def test_a_validator_no_candidate_has_is_left_out_and_bad_grids_are_refused():
     select.parse_rerun(["sdn"])
 
 
+def test_several_selection_seeds_score_each_candidate_by_its_mean(runs, tmp_path):
+  selection = select.select(
+      os.path.join(DIGITS, "dann.flags"), "digits/mnist:digits/uci",
+      grid_flag="adapt_weight", grid_values=["0.1", "0.3"], selection_seeds=["100", "101"],
+      seeds=["0"], common={"steps": "4", "eval_every": "2"}, task_dir=DIGITS,
+      task_root=str(tmp_path), rerun=())
+  assert sorted((r["adapt_weight"], r["seed"]) for r in runs) == [
+      ("0.1", "100"), ("0.1", "101"), ("0.3", "100"), ("0.3", "101")]
+  # The fake target adds seed / 1000: the mean of seeds 100 and 101 adds 0.1005.
+  assert selection["picked"][select.ORACLE] == pytest.approx(0.5 + 0.04 + 0.1005)
+  assert selection["candidates"]["0.1"][0] == pytest.approx(
+      {"step": 2, "target": 0.5 - 0.2 + 0.02 + 0.1005, "entropy": 2.1, "snd": -2.1})
+
+
+def test_the_mean_over_selection_seeds_can_overturn_one_seeds_pick():
+  seed_a = {"a": [{"step": 2, "target": 0.1, "entropy": 1.0}],
+            "b": [{"step": 2, "target": 0.2, "entropy": 0.9, "snd": 3.0}]}
+  seed_b = {"a": [{"step": 2, "target": 0.1, "entropy": 0.0}],
+            "b": [{"step": 2, "target": 0.2, "entropy": 0.5, "snd": 1.0}]}
+  assert select.pick(seed_a)["entropy"] == ("a", 2)
+  mean = {value: select.mean_candidates([seed_a[value], seed_b[value]]) for value in seed_a}
+  assert select.pick(mean)["entropy"] == ("b", 2)
+  assert mean["a"] == [{"step": 2, "target": 0.1, "entropy": 0.5}]  # snd: not every seed's
+  assert mean["b"][0]["snd"] == 2.0
+  with pytest.raises(ValueError, match="evaluated at different steps"):
+    select.mean_candidates([[{"step": 2, "target": 0.1}], [{"step": 3, "target": 0.1}]])
+  select.check_selection_seeds(["100", "101"], ["0", "1"])
+  with pytest.raises(ValueError, match="share 1: the picks must run on seeds"):
+    select.check_selection_seeds(["100", "1"], ["0", "1"])
+  with pytest.raises(ValueError, match="non-negative integers"):
+    select.check_selection_seeds(["1e2"], ["0"])
+
+
 def test_the_source_guard_keeps_validators_off_candidates_that_lost_the_source(
     monkeypatch, tmp_path):
   # Weight 1, entropy's favourite, lost 10 points of source accuracy (a collapse).
   _fake_runs(monkeypatch, source_accuracy=lambda weight: 0.85 if weight == 1 else 0.95)
-  kwargs = dict(grid_flag="adapt_weight", grid_values=["0.1", "0.3", "1"], selection_seed=100,
+  kwargs = dict(grid_flag="adapt_weight", grid_values=["0.1", "0.3", "1"],
+                selection_seeds=["100"],
                 seeds=["0"], common={"steps": "4", "eval_every": "2"}, task_dir=DIGITS,
                 task_root=str(tmp_path), rerun=())
   flagfile = os.path.join(DIGITS, "dann.flags")
@@ -159,7 +193,7 @@ def test_the_source_guard_keeps_validators_off_candidates_that_lost_the_source(
 def test_the_source_guard_is_off_and_says_so_without_source_accuracy(runs, tmp_path):
   selection = select.select(
       os.path.join(DIGITS, "dann.flags"), "digits/mnist:digits/uci",
-      grid_flag="adapt_weight", grid_values=["0.1", "1"], selection_seed=100, seeds=["0"],
+      grid_flag="adapt_weight", grid_values=["0.1", "1"], selection_seeds=["100"], seeds=["0"],
       common={"steps": "4", "eval_every": "2"}, task_dir=DIGITS, task_root=str(tmp_path),
       rerun=())
   assert selection["guarded_out"] is None and selection["picks"]["entropy"] == ["1", 4]
@@ -174,7 +208,7 @@ def test_detection_selects_by_source_val_ap50_and_reports_target_ap50(monkeypatc
   detection = os.path.join(accuracy.REPO, "experiments", "detection")
   selection = select.select(
       os.path.join(detection, "dann.flags"), "detect/digits:detect/digits_m",
-      grid_flag="adapt_weight", grid_values=["0.1", "0.3", "1"], selection_seed=100,
+      grid_flag="adapt_weight", grid_values=["0.1", "0.3", "1"], selection_seeds=["100"],
       seeds=["0", "1"], common={"steps": "4", "eval_every": "2"}, task_dir=detection,
       task_root=str(tmp_path), metric="target_test_ap50")
   assert selection["picks"] == {"source_ap50": ["0.1", 4], select.ORACLE: ["0.3", 4]}
@@ -193,7 +227,7 @@ def test_iwv_and_dev_picks_are_reported_with_their_weights_effective_sample_size
   _fake_runs(monkeypatch, dev=True)
   selection = select.select(
       os.path.join(DIGITS, "dann.flags"), "digits/mnist:digits/uci",
-      grid_flag="adapt_weight", grid_values=["0.1", "1"], selection_seed=100, seeds=["0"],
+      grid_flag="adapt_weight", grid_values=["0.1", "1"], selection_seeds=["100"], seeds=["0"],
       common={"steps": "4", "eval_every": "2"}, task_dir=DIGITS, task_root=str(tmp_path),
       rerun=())
   assert selection["picks"]["dev"] == ["0.1", 2]
