@@ -9,13 +9,13 @@ import subprocess
 import sys
 import types
 
+import numpy as np
 import pytest
 
 from xdomain import host_memory
 
 # A program whose 64 MiB intermediate exp(x) is read by two dots, so XLA keeps it
-# in the temporary buffer; the median of ten calls' minor page faults (a call
-# now and then grows the heap, once).
+# in the temporary buffer; the minor page faults of each of 30 calls.
 _CALLS = """
 import json, resource, sys
 from xdomain import host_memory
@@ -32,11 +32,11 @@ v = jnp.ones(8192)
 compiled = f.lower(x, v).compile()
 outputs = jax.block_until_ready(compiled(x, v))
 faults = []
-for _ in range(10):
+for _ in range(30):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   outputs = jax.block_until_ready(compiled(x, v))
   faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(json.dumps({"applied": applied, "faults_per_call": float(np.median(faults)),
+print(json.dumps({"applied": applied, "faults": faults,
                   "temp_bytes": compiled.memory_analysis().temp_size_in_bytes,
                   "outputs": [np.asarray(o).ravel()[::7].tolist() for o in outputs]}))
 """
@@ -56,9 +56,13 @@ def test_calls_reuse_their_temporary_buffer_and_compute_the_same():
     pytest.skip("no glibc: reuse_freed_memory changes nothing here")
   pages = glibc["temp_bytes"] / os.sysconf("SC_PAGE_SIZE")
   assert glibc["temp_bytes"] >= 48 << 20  # the premise: a temporary buffer over glibc's mmap threshold
-  if glibc["faults_per_call"] < 0.5 * pages:
+  if np.median(glibc["faults"]) < 0.5 * pages:
     pytest.skip("this malloc reuses large blocks by itself: nothing to compare")
-  assert reused["faults_per_call"] < 0.05 * pages, (reused, glibc)
+  # Reused, most calls fault nothing; now and then one faults the whole buffer in
+  # again (0-3 calls in 10 on this CPU, 2026-12-03; the cause is not known), so
+  # the test counts the calls that fault in more than half the buffer.
+  refaulted = [n for n in reused["faults"] if n > 0.5 * pages]
+  assert len(refaulted) < 0.5 * len(reused["faults"]), (reused["faults"], glibc["faults"])
   assert reused["outputs"] == glibc["outputs"]
 
 
