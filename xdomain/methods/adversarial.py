@@ -69,12 +69,12 @@ def _per_level_loss(discriminator, params, outputs, scale, rng):
   bounds = detection.level_bounds((side, side))
   level_losses = []
   for k, ((start, stop), level_rng) in enumerate(zip(bounds, jax.random.split(rng, len(bounds)))):
-    fs, ms = base.flatten_tokens(outputs.source_features[:, start:stop],
-                                 outputs.source_mask[:, start:stop])
-    ft, mt = base.flatten_tokens(outputs.target_features[:, start:stop],
-                                 outputs.target_mask[:, start:stop])
-    level_losses.append(_adversarial_loss(discriminator, params[f"level_{k}"], fs, ms, ft, mt,
-                                          scale, level_rng))
+    level = outputs.replace(source_features=outputs.source_features[:, start:stop],
+                            source_mask=outputs.source_mask[:, start:stop],
+                            target_features=outputs.target_features[:, start:stop],
+                            target_mask=outputs.target_mask[:, start:stop])
+    level_losses.append(_domain_loss(discriminator, params[f"level_{k}"], level, scale,
+                                     level_rng))
   return jnp.mean(jnp.stack(level_losses))
 
 
