@@ -34,8 +34,8 @@ effective sample size of their importance weights
 source rows is one to distrust. The table is rewritten after each method and pair, so that a
 sweep cut short keeps what it finished. Runs go to
 `<root>/select/<task>/<pair>/<grid flag>=<value>/<method>/seed<k>` (their
-upstream runs, which the grid flag does not reach, to
-`<root>/select/<task>/<pair>/upstream/`) and finished ones are reused, as in
+upstream runs, which the grid flag does not reach and which hold out the same
+source rows, to `<root>/select/<task>/<pair>/upstream/`) and finished ones are reused, as in
 `benchmarks/accuracy.py`.
 """
 
@@ -220,12 +220,15 @@ def score_at(workdir: str, step: int, metric: str = "target_test_accuracy") -> f
 def select(flagfile: str, pair: str, *, grid_flag: str, grid_values: Sequence[str],
            selection_seeds: Sequence[str], seeds: Sequence[str], common: Mapping[str, str],
            task_dir: str, task_root: str, row_flags: Mapping[str, str] | None = None,
-           rerun: Sequence[str] = (*VALIDATORS, ORACLE),
-           max_source_drop: float = 0.03, metric: str = "target_test_accuracy") -> dict:
+           source_val_fraction: str | None = None,
+           rerun: Sequence[str] = (*VALIDATORS, ORACLE), max_source_drop: float = 0.03,
+           metric: str = "target_test_accuracy") -> dict:
   """Grid on the selection seeds, the picks, and the `rerun` picks on fresh seeds.
 
-  `common` flags reach the file's upstream runs too; `row_flags` (the held-out
-  source share, the evaluation steps) and the grid value only its own runs.
+  `common` flags reach the file's upstream runs too, and so does
+  `source_val_fraction`: the held-out source rows train in no stage of a
+  candidate, or a source validator would score rows its upstream learnt.
+  `row_flags` (the evaluation steps) and the grid value reach only its own runs.
 
   Returns:
     `{'picks': {validator: [value, step]}, 'picked': {validator: `metric` on the
@@ -238,10 +241,11 @@ def select(flagfile: str, pair: str, *, grid_flag: str, grid_values: Sequence[st
 
   def run(value: str, seed: str) -> str:
     overrides = dict(common, source=source, target=target, seed=seed)
+    if source_val_fraction is not None:
+      overrides["source_val_fraction"] = source_val_fraction
     grid_dir = os.path.join(pair_root, f"{grid_flag}={value}")
-    # The grid value, held-out source rows and evaluation steps are the row's
-    # alone: its upstream runs (a pretrained network, a teacher) are one for
-    # the whole grid, and the runs the tables chain.
+    # The grid value and evaluation steps are the row's alone: its upstream
+    # runs (a pretrained network, a teacher) are one for the whole grid.
     results, _ = accuracy.run_chain(
         flagfile, overrides, own={**(row_flags or {}), grid_flag: value}, task_dir=task_dir,
         pair_dir=pair_root, own_dir=grid_dir)
@@ -351,8 +355,7 @@ def main(argv):
 
   def row_flags(flagfile: str) -> dict[str, str]:
     steps = int(common.get("steps") or accuracy.flag_values(flagfile)["steps"])
-    return {"source_val_fraction": str(_SOURCE_VAL.value),
-            "eval_every": str(max(steps // _EVALUATIONS.value, 1))}
+    return {"eval_every": str(max(steps // _EVALUATIONS.value, 1))}
 
   out = _OUT.value or os.path.join(accuracy.REPO, "benchmarks", "results",
                                    f"selection_{_TASK.value}.md")
@@ -367,7 +370,7 @@ def main(argv):
           flagfile, pair, grid_flag=grid_flag, grid_values=grid_values,
           selection_seeds=_SELECTION_SEEDS.value, seeds=_SEEDS.value, common=common,
           task_dir=task_dir, task_root=os.path.join(_ROOT.value, "select", _TASK.value),
-          row_flags=row_flags(flagfile),
+          row_flags=row_flags(flagfile), source_val_fraction=str(_SOURCE_VAL.value),
           rerun=rerun, max_source_drop=_MAX_SOURCE_DROP.value, metric=_METRIC.value)
       lines = markdown(selections, grid_flag=grid_flag, seeds=_SEEDS.value, command=command,
                        minutes=(time.time() - started) / 60,

@@ -87,7 +87,8 @@ def test_each_validator_picks_its_best_candidate_and_the_pick_runs_on_fresh_seed
   assert "dev" not in rows  # no run had it
 
 
-def test_the_grid_value_reaches_the_row_and_not_its_upstream_runs(runs, tmp_path):
+def test_the_grid_value_reaches_the_row_and_not_its_upstream_runs_the_held_out_rows_both(
+    runs, tmp_path):
   task_dir = tmp_path / "transfer"
   task_dir.mkdir()
   flagfile = task_dir / "student.flags"
@@ -96,12 +97,15 @@ def test_the_grid_value_reaches_the_row_and_not_its_upstream_runs(runs, tmp_path
   select.select(str(flagfile), "digits/mnist:digits/uci", grid_flag="adapt_weight",
                 grid_values=["0.1", "0.3"], selection_seeds=["100"], seeds=["0"],
                 common={"eval_every": "2"}, task_dir=str(task_dir),
-                task_root=str(tmp_path / "runs"), rerun=select.parse_rerun(["snd"]))
+                task_root=str(tmp_path / "runs"), source_val_fraction="0.2",
+                rerun=select.parse_rerun(["snd"]))
   upstream = [r for r in runs if r["flagfile"].endswith("source_only.flags")]
   rows = [r for r in runs if r["flagfile"] == str(flagfile)]
   # One upstream run per seed, shared by the grid, which it never sees.
   assert sorted(r["seed"] for r in upstream) == ["0", "100"]
   assert not any("adapt_weight" in r for r in upstream)
+  # The source_val rows train in no stage: the upstream holds them out too.
+  assert [r.get("source_val_fraction") for r in upstream + rows] == ["0.2"] * 5
   assert sorted((r["adapt_weight"], r["seed"]) for r in rows) == [
       ("0.1", "0"), ("0.1", "100"), ("0.3", "100")]
   shared = {r["seed"]: r["workdir"] for r in upstream}

@@ -6,6 +6,7 @@ import json
 import os
 import types
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -160,10 +161,15 @@ RUNS = [(f, {}) for f in flagfiles.flag_files("detection")] + [
                          ids=[f + "".join(f"+{k}" for k in extra) for f, extra in RUNS])
 def test_detection_flag_file_runs_and_resumes(flagfile, extra, data_dir, tmp_path):
   plots = flagfile.endswith("/dann.flags") and not extra  # the plots of one run are enough
-  config = flagfiles.config_from_flagfile(flagfile, **TINY, **extra, plots=plots,
-                                          data_dir=data_dir)
+  overrides = flagfiles.with_upstreams(flagfile, dict(TINY, **extra, data_dir=data_dir),
+                                       tmp_path)  # epm_two_stage's dann.flags run
+  config = flagfiles.config_from_flagfile(flagfile, **overrides, plots=plots)
   validate_config(config)
   workdir = str(tmp_path / "run")
+  if config.init_from:  # the whole detector starts where its upstream run ended
+    start = Experiment(config, workdir, devices=flagfiles.smoke_devices()).prepare_state()
+    chex.assert_trees_all_equal(start.params["model"],
+                                checkpoint.load_variables(config.init_from)["params"])
   results = train_and_evaluate(config, workdir, devices=flagfiles.smoke_devices())
   assert results["step"] == 1
   for part in ("source", "target"):
