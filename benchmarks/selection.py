@@ -35,8 +35,8 @@ source rows is one to distrust. The table is rewritten after each method and pai
 sweep cut short keeps what it finished. Runs go to
 `<root>/select/<task>/<pair>/<grid flag>=<value>/<method>/seed<k>` (their
 upstream runs, which the grid flag does not reach and which hold out the same
-source rows, to `<root>/select/<task>/<pair>/upstream/`) and finished ones are reused, as in
-`benchmarks/accuracy.py`.
+source rows, under `<root>/select/<task>/<pair>/` where `accuracy.workdir_for`
+puts them) and finished ones are reused, as in `benchmarks/accuracy.py`.
 """
 
 from __future__ import annotations

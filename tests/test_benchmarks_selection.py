@@ -87,8 +87,7 @@ def test_each_validator_picks_its_best_candidate_and_the_pick_runs_on_fresh_seed
   assert "dev" not in rows  # no run had it
 
 
-def test_the_grid_value_reaches_the_row_and_not_its_upstream_runs_the_held_out_rows_both(
-    runs, tmp_path):
+def test_the_grid_value_reaches_only_the_row_and_the_held_out_rows_every_stage(runs, tmp_path):
   task_dir = tmp_path / "transfer"
   task_dir.mkdir()
   flagfile = task_dir / "student.flags"
