@@ -4,7 +4,9 @@ A restore that fails on one damaged array abandons Orbax's other pending
 reads; their coroutines, collected after Orbax's event loop has closed, are
 reported by pytest as unraisable exceptions. Orbax's, not a fault of ours: the
 tests check what the run does about the damage. Only those two messages are
-filtered.
+filtered, and only during the test, so each such test ends with `gc.collect()`:
+a read left uncollected would otherwise surface in whichever test runs the
+collector next.
 """
 
 import pytest
