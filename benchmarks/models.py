@@ -6,27 +6,38 @@ reports the time to lower and compile it, then examples per second over
 repeated steps. Prints a markdown table.
 
   python benchmarks/models.py [--only=seed_cnn,bilstm] [--min_seconds=3]
+
+`bilstm_layer` is the recurrent layer alone (no embedding), beside which
+`python benchmarks/torch_twin.py --rows=lstm_layer` times PyTorch's `nn.LSTM`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import time
 from typing import Any, Callable
 
 from absl import app
 from absl import flags
+import flax.linen as nn
 import jax
 import numpy as np
 import optax
 
+from xdomain import host_memory
 from xdomain import models
 
 _ONLY = flags.DEFINE_list("only", [], "Rows to run (default: all).")
 _MIN_SECONDS = flags.DEFINE_float(
     "min_seconds", 3.0, "Time each row for at least this long (after warm-up).")
 _OUTPUT = flags.DEFINE_string("output", None, "Also write the table to this file.")
+_RUNNER_SETTINGS = flags.DEFINE_bool(
+    "runner_settings", True,
+    "Time with experiments/main.py's CPU settings (YNNPACK fusions off, freed host memory"
+    " kept for reuse); false: XLA's and glibc's defaults, as a program importing xdomain"
+    " gets them.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +68,28 @@ def _text(batch, length, vocab, chars_per_word=0, char_vocab=0):
   return make
 
 
+def _features(batch, length, size):
+  def make(rng):
+    lengths = rng.integers(length // 2, length + 1, size=batch).astype(np.int32)
+    return rng.normal(size=(batch, length, size)).astype(np.float32), lengths
+  return make
+
+
+class _BiLSTMLayer(nn.Module):
+  """The BiLSTM layer of `RNNClassifier` on given input vectors, max-pooled
+  over the valid steps, and a linear head: the recurrence without the
+  embedding, dropout and the embedding's optimizer update."""
+  hidden_size: int = 128
+
+  @nn.compact
+  def __call__(self, inputs, lengths, train: bool = False):
+    del train
+    encoder = models.RNNEncoder("lstm", self.hidden_size, bidirectional=True)
+    outputs, _ = encoder(inputs, lengths)
+    mask = np.arange(inputs.shape[1])[None] < lengths[:, None]
+    return nn.Dense(2)(models.masked_max(outputs, mask))
+
+
 CASES = {
     "seed_cnn": Case("SeedCNN, 28x28x1, batch 128", models.SeedCNN(10),
                      _images(128, 28, 28, 1), 10, 128),
@@ -73,6 +106,8 @@ CASES = {
                      models.TextCNN(20_000, 2), _text(64, 64, 20_000), 2, 64),
     "bilstm": Case("RNNClassifier BiLSTM 128, emb 128, vocab 20k, L=64, batch 64",
                    models.RNNClassifier(20_000, 2), _text(64, 64, 20_000), 2, 64),
+    "bilstm_layer": Case("BiLSTM layer 128 alone, inputs 128, L=40, batch 64",
+                         _BiLSTMLayer(), _features(64, 40, 128), 2, 64),
     "bigru": Case("RNNClassifier BiGRU 128, emb 128, vocab 20k, L=64, batch 64",
                   models.RNNClassifier(20_000, 2, cell="gru"),
                   _text(64, 64, 20_000), 2, 64),
@@ -144,6 +179,10 @@ def run_case(case: Case, min_seconds: float) -> tuple[float, float, int]:
 
 def main(argv):
   del argv
+  if _RUNNER_SETTINGS.value:  # before JAX starts (experiments/main.py's CPU_XLA_FLAGS)
+    os.environ["XLA_FLAGS"] = " ".join(
+        filter(None, [os.environ.get("XLA_FLAGS", ""), "--xla_cpu_experimental_ynn_fusion_type="]))
+    host_memory.reuse_freed_memory()
   unknown = sorted(set(_ONLY.value) - set(CASES))
   if unknown:
     raise app.UsageError(f"--only: unknown rows {unknown}; choose from {sorted(CASES)}.")
@@ -151,7 +190,8 @@ def main(argv):
   lines = [
       f"Forward+backward on {jax.devices()[0].platform.upper()} "
       f"({platform.processor() or platform.machine()}, {jax.device_count()} "
-      f"device(s)), jax {jax.__version__}, float32.",
+      f"device(s)), jax {jax.__version__}, float32, "
+      f"{'the runner' if _RUNNER_SETTINGS.value else 'XLA'}'s CPU settings.",
       "",
       "| model | params | compile (s) | examples/s |",
       "| --- | ---: | ---: | ---: |",

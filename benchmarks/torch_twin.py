@@ -14,7 +14,12 @@ of its own here: `pip install torch==2.13.0`; the GPU image has it). Twins:
   as `experiments/sentiment/source_only.flags` trains it, whose defaults these
   are: a vocabulary of 15,300 (what the movies source builds), dropout 0.5 on
   the embeddings and on the pooled features, 10% of the tokens read as <unk>
-  (`--vocab_size`, `--dropout`, `--word_dropout`).
+  (`--vocab_size`, `--dropout`, `--word_dropout`);
+- `lstm_layer`: that BiLSTM's layer alone on random input vectors of 128 (no
+  embedding, dropout or optimizer), max-pooled, a linear head, the parameters'
+  gradients: twin of `python benchmarks/models.py --only=bilstm_layer`.
+  PyTorch runs the padded batch (its backward direction reads the padding
+  first; xdomain's reads each sequence's own tokens, reversed within length).
 On a GPU float32 matmuls run in TF32, as JAX's default precision does there.
 Examples/s count the examples through the model (DANN: source + target). The
 per-step time comes from two run lengths, (t(long) - t(short)) / (long - short),
@@ -138,6 +143,25 @@ def bilstm_step(batch_size: int, device: torch.device, length: int, vocab_size: 
   return step, batch_size
 
 
+def lstm_layer_step(batch_size: int, device: torch.device, length: int):
+  """(forward+backward of the BiLSTM layer alone, examples per step)."""
+  lstm = nn.LSTM(128, 128, batch_first=True, bidirectional=True).to(device)
+  head = nn.Linear(256, 2).to(device)
+  inputs = torch.randn(batch_size, length, 128, device=device)
+  lengths = torch.randint(length // 2, length + 1, (batch_size,), device=device)
+  valid = torch.arange(length, device=device)[None, :] < lengths[:, None]
+  labels = torch.randint(0, 2, (batch_size,), device=device)
+
+  def step():
+    outputs, _ = lstm(inputs)
+    pooled = outputs.masked_fill(~valid[..., None], float("-inf")).amax(dim=1)
+    for parameter in (*lstm.parameters(), *head.parameters()):
+      parameter.grad = None
+    F.cross_entropy(head(pooled), labels).backward()
+
+  return step, batch_size
+
+
 def seconds_per_step(step, device: torch.device, short: int, long: int, repeats: int) -> float:
   """Median over `repeats` of (t(long steps) - t(short steps)) / (long - short)."""
 
@@ -161,7 +185,7 @@ def main():
   parser.add_argument("--rows", default="dann_seed_cnn,bilstm")
   parser.add_argument("--batch_sizes", default="64", help="Per domain for DANN.")
   parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-  parser.add_argument("--length", type=int, default=40, help="BiLSTM: padded length.")
+  parser.add_argument("--length", type=int, default=40, help="BiLSTM, LSTM layer: padded length.")
   parser.add_argument("--vocab_size", type=int, default=15300, help="BiLSTM: embedding rows.")
   parser.add_argument("--dropout", type=float, default=0.5,
                       help="BiLSTM: on the embeddings and the pooled features.")
@@ -192,10 +216,13 @@ def main():
       elif row == "bilstm":
         step, examples = bilstm_step(batch_size, device, args.length, args.vocab_size,
                                      args.dropout, args.word_dropout)
+      elif row == "lstm_layer":
+        step, examples = lstm_layer_step(batch_size, device, args.length)
       else:
-        raise SystemExit(f"--rows: unknown row {row!r}; choose from dann_seed_cnn, bilstm.")
+        raise SystemExit(f"--rows: unknown row {row!r}; choose from dann_seed_cnn, bilstm,"
+                         " lstm_layer.")
       seconds = seconds_per_step(step, device, args.short, args.long, args.repeats)
-      length = args.length if row == "bilstm" else "-"
+      length = args.length if row in ("bilstm", "lstm_layer") else "-"
       if args.json:
         print(json.dumps({
             "row": row, "batch_size": batch_size, "length": length, "device": device_name,
