@@ -46,6 +46,7 @@ def test_a_source_vocabulary_run_scores_the_same_and_a_both_domains_one_lacks_ta
   # Each word both domains add beyond the source's vocabulary is unseen.
   assert both["unseen_words"] >= both["vocabulary"] - source_only["vocabulary"]
   assert set(both["unseen_as_unk"]) == set(both["as_trained"])
+  assert both["unseen_as_unk"] != both["as_trained"]  # the replaced rows are the ones scored
 
 
 def test_a_model_without_word_embeddings_is_refused_by_name(data_dir, tmp_path):
