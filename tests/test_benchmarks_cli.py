@@ -7,7 +7,8 @@ import pytest
 
 @pytest.mark.parametrize("module, flag", [("selection", "--grid"),
                                           ("profile_step", "--experiment"),
-                                          ("unseen_words", "--workdirs")])
+                                          ("unseen_words", "--workdirs"),
+                                          ("domain_axis", "--min_tokens")])
 def test_help_lists_the_scripts_own_flags_and_bad_flags_are_one_line(module, flag, capsys):
   script = importlib.import_module(f"benchmarks.{module}")
   with pytest.raises(SystemExit) as exit_info:

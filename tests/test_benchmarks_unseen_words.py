@@ -1,9 +1,11 @@
 """benchmarks/unseen_words.py: a text run scored with the words its source never
-labelled read as <unk>."""
+labelled read as <unk> (and benchmarks/domain_axis.py's refusal of a run without
+word vectors, which shares this file's image run)."""
 
 import numpy as np
 import pytest
 
+from benchmarks import domain_axis
 from benchmarks import unseen_words
 from tests import flagfiles
 from tests.test_text_engine_flags import TINY
@@ -55,3 +57,5 @@ def test_a_model_without_word_embeddings_is_refused_by_name(data_dir, tmp_path):
   train_and_evaluate(config, str(tmp_path), devices=flagfiles.smoke_devices())
   with pytest.raises(ValueError, match="no word embeddings at backbone/embed/embedding"):
     unseen_words.scores(str(tmp_path))
+  with pytest.raises(ValueError, match="no word embeddings at backbone/embed/embedding"):
+    domain_axis.run_axis(str(tmp_path), min_tokens=5)

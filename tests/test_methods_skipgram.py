@@ -2,6 +2,8 @@
 pairs it trains on, its term, and its flag files (pretraining, then the
 sentiment rows that restore the vectors)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,9 +11,11 @@ import pytest
 
 from tests import flagfiles
 from xdomain import checkpoint
+from xdomain import transfer
 from xdomain.config import Config
 from xdomain.config import ConfigError
 from xdomain.data import text
+from xdomain.data import text_pipeline
 from xdomain.methods import METHODS
 from xdomain.methods import pretrain
 from xdomain.train import Experiment
@@ -93,6 +97,25 @@ def test_pretrained_vectors_are_what_the_word_vector_rows_start_from(data_dir, t
   vectors = checkpoint.load_params(overrides["init_from"])["backbone"]["embed"]["embedding"]
   config = flagfiles.config_from_flagfile(path, **overrides)
   (tmp_path / "run").mkdir()
+  # The flag file's --remove_domain_direction: the vectors start without the
+  # axis along which the domains' text differs (from both training splits' words).
+  assert config.remove_domain_direction
   run = Experiment(config, str(tmp_path / "run"))
   start = run.prepare_state().params["model"]["backbone"]["embed"]["embedding"]
+  counts = [text_pipeline.token_counts(config, run.preprocess.vocab, domain)
+            for domain in (config.source, config.target)]
+  assert counts[0][5] != counts[1][5]
+  np.testing.assert_allclose(
+      np.asarray(start), transfer.remove_domain_direction(vectors, *counts), rtol=1e-6)
+  assert not np.allclose(np.asarray(start), np.asarray(vectors), atol=1e-3)
+
+  # Without it they start as the skip-gram stage left them.
+  run = Experiment(dataclasses.replace(config, remove_domain_direction=False),
+                   str(tmp_path / "run"))
+  start = run.prepare_state().params["model"]["backbone"]["embed"]["embedding"]
   np.testing.assert_array_equal(np.asarray(start), np.asarray(vectors))
+
+  # It acts on restored word vectors only.
+  config = dataclasses.replace(config, restore="backbone/(?!embed/).*")
+  with pytest.raises(ConfigError, match="acts on restored word vectors"):
+    Experiment(config, str(tmp_path / "run")).prepare_state()

@@ -114,7 +114,45 @@ def test_backbone_learning_rate_multiplier_scales_backbone_updates():
     ({"method": "distill"}, "needs --teacher"),
     ({"teacher_source": "oracle"}, "--teacher_source"),
     ({"init_from": "/nonexistent/run"}, "--init_from"),
+    ({"remove_domain_direction": True}, "set --init_from"),
+    ({"remove_domain_direction": True, "init_from": "."}, "acts on word vectors; digits/mnist"),
 ])
 def test_bad_transfer_flags_fail_validation(overrides, message):
   with pytest.raises(ConfigError, match=message):
     validate_config(Config(**overrides))
+
+
+def test_remove_domain_direction_matches_numpy_row_by_row():
+  rng = np.random.default_rng(0)
+  vocab, dim = 12, 5
+  embedding = rng.normal(size=(vocab, dim)).astype(np.float32)
+  source, target = rng.random(vocab), rng.random(vocab)
+  source[0] = target[0] = 0.0  # padding is never a token
+  got = transfer.remove_domain_direction(embedding, 1000 * source, 10 * target)
+  source, target = source / source.sum(), target / target.sum()
+
+  e = embedding.astype(np.float64)
+  d = np.zeros(dim)
+  for w in range(vocab):
+    d += (target[w] - source[w]) * e[w]
+  d /= np.sqrt(np.sum(d * d))
+  mean = e[2:].mean(axis=0)
+  rows = []
+  for w in range(2, vocab):
+    x = e[w] - mean
+    rows.append(x - np.dot(x, d) * d)
+  rows = np.array(rows)
+  scale = np.mean([np.linalg.norm(r) for r in e[2:]]) / np.mean(
+      [np.linalg.norm(r) for r in rows])
+  assert got.dtype == np.float32
+  np.testing.assert_array_equal(got[:2], embedding[:2])  # <pad>, <unk> untouched
+  np.testing.assert_allclose(got[2:], scale * rows, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got[2:] @ d, 0.0, atol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(got[2:], axis=1).mean(),
+                             np.linalg.norm(embedding[2:], axis=1).mean(), rtol=1e-5)
+
+
+def test_remove_domain_direction_refuses_domains_with_the_same_mean_vector():
+  embedding = np.ones((4, 3), np.float32)
+  with pytest.raises(ValueError, match="no domain direction"):
+    transfer.remove_domain_direction(embedding, np.full(4, 0.25), np.array([0, 0.5, 0.5, 0]))

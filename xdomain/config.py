@@ -125,6 +125,9 @@ class Config:
       "|w - w0|^2).")
   l2sp_beta: float = _flag(0.0,
       "Transfer: L2-SP beta, weight decay beta/2 |w|^2 of the parameters not restored.")
+  remove_domain_direction: bool = _flag(False,
+      "Transfer, text: project out of the restored word vectors the direction from the "
+      "source's to the target's frequency-weighted mean vector (unlabelled training text).")
   target_labelled_fraction: float = _flag(0.0,
       "Train on this stratified fraction of the target's labelled training split instead of "
       "the source (0: off).")

@@ -9,6 +9,8 @@ path (`re.fullmatch`).
     --freeze='backbone/.*'                               and keep it fixed
     --backbone_lr_multiplier=0.1                         or train it slower
     --l2sp=0.01                                          or anchor it (L2-SP)
+    --remove_domain_direction                            text: restored word vectors
+                                                         lose the domains' axis
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from xdomain.config import check_non_negative
 Params = Any
 # Optimizer groups of `param_labels`.
 FROZEN, BACKBONE, OTHER = "frozen", "backbone", "other"
+# The word vectors of the text models (xdomain/models/text.py).
+EMBEDDING = "backbone/embed/embedding"
 
 
 class RestoreError(ConfigError):
@@ -119,6 +123,51 @@ def restore_variables(variables: Mapping[str, Params], pretrained: Mapping[str, 
     batch_stats, _ = restore_subset(batch_stats, pretrained.get("batch_stats") or {},
                                     pattern=pattern)
   return {"params": params, "batch_stats": batch_stats}, restored
+
+
+def remove_domain_direction(embedding: np.ndarray, source_counts: np.ndarray,
+                            target_counts: np.ndarray) -> np.ndarray:
+  """Word vectors without the direction along which two domains' text differs.
+
+  Word vectors learnt from both domains' unlabelled text (skip-gram) encode
+  which domain a word is frequent in, as their first principal component on
+  sentiment movies/tweets (docs/results.md); a classifier trained on the
+  source then reads every target sentence along it. With p and q the source's
+  and the target's token frequencies, m the mean word vector and
+  d = sum_w (q_w - p_w) e_w (the difference of the domains' frequency-weighted
+  mean vectors), each word's vector becomes
+
+      e_w <- c * (x_w - (x_w . d/|d|) d/|d|),   x_w = e_w - m,
+
+  with c keeping the words' mean norm, so the downstream learning rate meets
+  vectors of the scale it was set for. Centring, then projecting a direction
+  out, follows "all-but-the-top" (Mu and Viswanath, ICLR 2018) and the
+  direction projection of Bolukbasi et al. (NeurIPS 2016); the direction here
+  is the domains', from frequencies alone (no label).
+
+  Args:
+    embedding: float [vocab, dim]; rows 0 and 1 (<pad>, <unk>) are kept as they are.
+    source_counts, target_counts: float [vocab], how often each id occurs in
+      each domain's text (`text_pipeline.token_counts`), or its frequencies.
+
+  Returns:
+    The new embedding, float [vocab, dim], of `embedding`'s dtype.
+  """
+  embedding = np.asarray(embedding)
+  vectors = embedding.astype(np.float64)
+  frequencies = [np.asarray(c, np.float64) / np.sum(c) for c in (source_counts, target_counts)]
+  direction = (frequencies[1] - frequencies[0]) @ vectors
+  norm = np.linalg.norm(direction)
+  if norm == 0:
+    raise ValueError("the two domains' frequency-weighted mean vectors coincide: there is"
+                     " no domain direction to remove.")
+  direction /= norm
+  words = vectors[2:]
+  centred = words - words.mean(axis=0)
+  projected = centred - np.outer(centred @ direction, direction)
+  projected *= (np.linalg.norm(words, axis=1).mean()
+                / np.linalg.norm(projected, axis=1).mean())
+  return np.concatenate([embedding[:2], projected.astype(embedding.dtype)])
 
 
 def param_labels(params: Params, *, freeze: str | None, backbone_lr_multiplier: float = 1.0
@@ -279,7 +328,8 @@ def adopt_vocabulary(run: str, workdir: str, *, write: bool) -> None:
 
 
 def prepare_state(config: Config, method, state, sharding: jax.sharding.Sharding, *,
-                  workdir: str | None = None):
+                  workdir: str | None = None,
+                  token_counts: tuple[np.ndarray, np.ndarray] | None = None):
   """Applies `--init_from`/`--restore` to a fresh state and fills `state.untrained`.
 
   Order: restore the selected pretrained variables; keep their values as the
@@ -294,6 +344,8 @@ def prepare_state(config: Config, method, state, sharding: jax.sharding.Sharding
     sharding: where the new arrays go (replicated over the mesh).
     workdir: the run's workdir, to check that a text run's vocabulary is the
       one of `--init_from` and `--teacher` (`check_vocabulary`).
+    token_counts: the source's and the target's token counts, which
+      `--remove_domain_direction` needs (`remove_domain_direction`).
 
   Returns:
     The new `TrainState`.
@@ -314,6 +366,9 @@ def prepare_state(config: Config, method, state, sharding: jax.sharding.Sharding
                  config.init_from, config.restore, ", ".join(restored))
     logging.info("Freshly initialised %d parameter arrays: %s.", len(fresh),
                  ", ".join(fresh) or "none")
+    if config.remove_domain_direction:
+      variables["params"] = _without_domain_direction(
+          config, variables["params"], restored, token_counts)
     params = dict(params, model=variables["params"])
     batch_stats = variables["batch_stats"]
     if config.l2sp or config.l2sp_beta:
@@ -341,6 +396,21 @@ def prepare_state(config: Config, method, state, sharding: jax.sharding.Sharding
   return jax.device_put(state, sharding)
 
 
+def _without_domain_direction(config: Config, params: Params, restored: list[str],
+                              token_counts: tuple[np.ndarray, np.ndarray]) -> Params:
+  if EMBEDDING not in restored:
+    raise ConfigError(
+        f"--remove_domain_direction acts on restored word vectors ({EMBEDDING}), but"
+        f" --restore={config.restore!r} restored {', '.join(restored)}: restore them"
+        " (--restore='backbone/embed/.*' from a run of"
+        " experiments/transfer/skipgram_sentiment.flags) or drop the flag.")
+  flat = _flatten(params)
+  flat[EMBEDDING] = jnp.asarray(remove_domain_direction(np.asarray(flat[EMBEDDING]),
+                                                        *token_counts))
+  logging.info("Removed the domain direction from the restored %s.", EMBEDDING)
+  return _unflatten(flat)
+
+
 def workdir_of(path: str) -> str:
   """The run's workdir for a workdir, its checkpoints dir, or one checkpoint."""
   path = os.path.normpath(path)
@@ -361,6 +431,10 @@ def validate_config(config: Config) -> None:
         f"--init_from={config.init_from!r} is not a directory: give the --workdir of a"
         " finished run (or one of its checkpoints, <workdir>/checkpoints/<step>).")
   check_non_negative(config, "backbone_lr_multiplier", "l2sp", "l2sp_beta")
+  if config.remove_domain_direction and not config.init_from:
+    raise ConfigError(
+        "--remove_domain_direction acts on restored word vectors: set --init_from to a"
+        " run of experiments/transfer/skipgram_sentiment.flags (and --restore='backbone/embed/.*').")
   if (config.l2sp or config.l2sp_beta) and not config.init_from:
     raise ConfigError(
         "--l2sp anchors restored weights to their pretrained values: set --init_from"

@@ -183,6 +183,16 @@ class TextPreprocess:
     return dict(batch)
 
 
+def token_counts(config: Config, vocab: text.Vocabulary, domain: str) -> np.ndarray:
+  """float [len(vocab)]: how often each token id occurs in `domain`'s training
+  split (its text only; words outside `vocab` count as <unk>)."""
+  counts = np.zeros(len(vocab))
+  for tokens in _token_lists(domains.load_domain(domain, "train", data_dir=config.data_dir),
+                             lowercase=True):
+    np.add.at(counts, vocab.lookup(tokens), 1)
+  return counts
+
+
 def source_vocabulary(config: Config, vocab: text.Vocabulary) -> np.ndarray:
   """bool [len(vocab)]: which token ids the source's training split holds
   (and padding).

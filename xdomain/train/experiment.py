@@ -52,6 +52,10 @@ def validate_config(config: Config):
   task.validate_config(config)
   methods.validate_config(config, task.name)
   transfer.validate_config(config)
+  if config.remove_domain_direction and source_info.modality != "text":
+    raise ConfigError(
+        f"--remove_domain_direction acts on word vectors; {config.source} is an"
+        f" {source_info.modality} domain: drop the flag.")
   optimizers.validate_config(config)
   check_positive(config, "steps", "batch_size", "eval_batch_size", "log_every",
                  "eval_every", "checkpoint_every", "keep_checkpoints")
@@ -202,8 +206,12 @@ class Experiment:
   def prepare_state(self) -> step_lib.TrainState:
     """`init_state` with `--init_from`/`--restore`, the L2-SP anchor and the
     teachers applied (`transfer.prepare_state`): the state a run starts from."""
+    counts = None
+    if self.config.remove_domain_direction:
+      counts = tuple(text_pipeline.token_counts(self.config, self.preprocess.vocab, domain)
+                     for domain in (self.config.source, self.config.target))
     return transfer.prepare_state(self.config, self.method, self.init_state(),
-                                  self.replicated, workdir=self.workdir)
+                                  self.replicated, workdir=self.workdir, token_counts=counts)
 
   def meta(self, state: step_lib.TrainState) -> dict:
     """What a checkpoint records about the run, checked on resume."""
