@@ -10,7 +10,7 @@ the words that occur at least `--min_tokens` times, and prints its R^2 on the
 other half; beside it the same for random vectors of the embedding's shape,
 the first principal component's share of the words' variance, how closely the
 domain direction of `--remove_domain_direction`
-(`xdomain.transfer.remove_domain_direction`) lies along that component, and
+(`xdomain.transfer.domain_direction`) lies along that component, and
 the R^2 after removing it. It reads the domains' text and no label.
 """
 
@@ -56,7 +56,7 @@ def axis(embedding: np.ndarray, source_counts: np.ndarray, target_counts: np.nda
   vectors = np.asarray(embedding, np.float64)
   centred = vectors[words] - vectors[words].mean(axis=0)
   _, singular, components = np.linalg.svd(centred, full_matrices=False)
-  direction = (target_counts / target_counts.sum() - source_counts / source_counts.sum()) @ vectors
+  direction = transfer.domain_direction(vectors, source_counts, target_counts)
   removed = transfer.remove_domain_direction(vectors, source_counts, target_counts)
   noise = np.random.default_rng(1).normal(size=vectors.shape)
   return {"words": int(words.sum()),
@@ -64,7 +64,7 @@ def axis(embedding: np.ndarray, source_counts: np.ndarray, target_counts: np.nda
           "r2_random": heldout_r2(noise[words], ratio[words]),
           "pc1_share": float(singular[0] ** 2 / np.sum(singular ** 2)),
           "pc2_share": float(singular[1] ** 2 / np.sum(singular ** 2)),
-          "cos_pc1": float(abs(components[0] @ direction) / np.linalg.norm(direction)),
+          "cos_pc1": float(abs(components[0] @ direction)),
           "r2_removed": heldout_r2(removed[words], ratio[words])}
 
 

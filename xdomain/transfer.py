@@ -125,6 +125,24 @@ def restore_variables(variables: Mapping[str, Params], pretrained: Mapping[str, 
   return {"params": params, "batch_stats": batch_stats}, restored
 
 
+def domain_direction(embedding: np.ndarray, source_counts: np.ndarray,
+                     target_counts: np.ndarray) -> np.ndarray:
+  """d/|d|, d = sum_w (q_w - p_w) e_w: the unit vector from the source's to the
+  target's frequency-weighted mean word vector (`remove_domain_direction`).
+
+  Raises:
+    ValueError: the two means coincide.
+  """
+  vectors = np.asarray(embedding, np.float64)
+  frequencies = [np.asarray(c, np.float64) / np.sum(c) for c in (source_counts, target_counts)]
+  direction = (frequencies[1] - frequencies[0]) @ vectors
+  norm = np.linalg.norm(direction)
+  if norm == 0:
+    raise ValueError("the two domains' frequency-weighted mean vectors coincide: there is"
+                     " no domain direction to remove.")
+  return direction / norm
+
+
 def remove_domain_direction(embedding: np.ndarray, source_counts: np.ndarray,
                             target_counts: np.ndarray) -> np.ndarray:
   """Word vectors without the direction along which two domains' text differs.
@@ -152,17 +170,13 @@ def remove_domain_direction(embedding: np.ndarray, source_counts: np.ndarray,
 
   Returns:
     The new embedding, float [vocab, dim], of `embedding`'s dtype.
+
+  Raises:
+    ValueError: the domains' mean vectors coincide (`domain_direction`).
   """
   embedding = np.asarray(embedding)
-  vectors = embedding.astype(np.float64)
-  frequencies = [np.asarray(c, np.float64) / np.sum(c) for c in (source_counts, target_counts)]
-  direction = (frequencies[1] - frequencies[0]) @ vectors
-  norm = np.linalg.norm(direction)
-  if norm == 0:
-    raise ValueError("the two domains' frequency-weighted mean vectors coincide: there is"
-                     " no domain direction to remove.")
-  direction /= norm
-  words = vectors[2:]
+  direction = domain_direction(embedding, source_counts, target_counts)
+  words = embedding[2:].astype(np.float64)
   centred = words - words.mean(axis=0)
   projected = centred - np.outer(centred @ direction, direction)
   projected *= (np.linalg.norm(words, axis=1).mean()
