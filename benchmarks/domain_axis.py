@@ -21,6 +21,7 @@ from absl import flags
 import numpy as np
 
 from benchmarks import cli
+from benchmarks import unseen_words
 from xdomain import checkpoint
 from xdomain import transfer
 from xdomain.data import text_pipeline
@@ -71,15 +72,12 @@ def axis(embedding: np.ndarray, source_counts: np.ndarray, target_counts: np.nda
 def run_axis(workdir: str, min_tokens: int) -> dict[str, float]:
   """`axis` of the latest checkpoint of the text run in `workdir`."""
   config = teacher.load_teacher_config(workdir)
-  params = checkpoint.load_params(workdir)
-  embedding = params.get("backbone", {}).get("embed", {}).get("embedding")
-  if embedding is None:
-    raise ValueError(f"{workdir}: its model ({config.model}) has no word embeddings at"
-                     f" {transfer.EMBEDDING}; give the workdir of a text run.")
+  embedding = unseen_words.word_embedding(workdir, config.model,
+                                         checkpoint.load_params(workdir))
   vocab = text_pipeline.experiment_vocabulary(config, workdir, write=False)
   counts = [text_pipeline.token_counts(config, vocab, domain)
             for domain in (config.source, config.target)]
-  return axis(np.asarray(embedding), *counts, min_tokens)
+  return axis(embedding, *counts, min_tokens)
 
 
 def main(argv):

@@ -22,6 +22,7 @@ import numpy as np
 
 from benchmarks import cli
 from xdomain import checkpoint
+from xdomain import transfer
 from xdomain.data import text
 from xdomain.methods import teacher
 
@@ -32,7 +33,19 @@ _METRIC = flags.DEFINE_string("metric", "test_accuracy",
                               "Score to compare, without its `source_`/`target_` prefix.",
                               flag_values=_FLAGS)
 
-EMBEDDING = ("backbone", "embed", "embedding")
+EMBEDDING = tuple(transfer.EMBEDDING.split("/"))
+
+
+def word_embedding(workdir: str, model: str, params: dict) -> np.ndarray:
+  """The word embedding [vocab, dim] in the parameters of the run in `workdir`
+  (of `--model=model`); ValueError naming the run if its model has none."""
+  node = params
+  for key in EMBEDDING:
+    if not isinstance(node, dict) or key not in node:
+      raise ValueError(f"{workdir}: its model ({model}) has no word embeddings at"
+                       f" {transfer.EMBEDDING}; give the workdir of a text run.")
+    node = node[key]
+  return np.asarray(node)
 
 
 def scores(workdir: str) -> dict:
@@ -43,13 +56,7 @@ def scores(workdir: str) -> dict:
   config = teacher.load_teacher_config(workdir)
   variables = checkpoint.load_variables(workdir)
   params = variables["params"]
-  node = params
-  for key in EMBEDDING:
-    if not isinstance(node, dict) or key not in node:
-      raise ValueError(
-          f"{workdir}: its model ({config.model}) has no word embeddings at "
-          f"{'/'.join(EMBEDDING)}; give the workdir of a text run.")
-    node = node[key]
+  word_embedding(workdir, config.model, params)  # a text run, or one line saying not
   run = Experiment(config, workdir)
   seen = np.asarray(run.source_vocabulary)
   batch_stats = variables.get("batch_stats", {})

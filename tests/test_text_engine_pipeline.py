@@ -157,6 +157,21 @@ def test_vocabulary_from_the_source_alone_leaves_target_words_unknown(monkeypatc
       ["said", "she", "jury"])] == [True, False, True]
 
 
+def test_token_counts_count_each_id_of_a_domain_s_training_text(monkeypatch):
+  rows = {"sentiment/movies": {"text": ["A good film, GOOD!", "bad film"]},
+          "sentiment/tweets": {"text": ["good day :)"]}}
+  monkeypatch.setattr(data.domains, "load_domain", lambda name, split, data_dir: rows[name])
+  config = Config(source="sentiment/movies", target="sentiment/tweets", model="bilstm")
+  vocab = text.Vocabulary.build([["good", "film", "a", ",", "!", "bad"]])
+  counts = text_pipeline.token_counts(config, vocab, "sentiment/movies")
+  expected = {"good": 2, "film": 2, "a": 1, ",": 1, "!": 1, "bad": 1}
+  for word, count in expected.items():
+    assert counts[vocab.lookup([word])[0]] == count
+  assert counts.sum() == 8 and counts[text.UNK_ID] == 0
+  tweets = text_pipeline.token_counts(config, vocab, "sentiment/tweets")
+  assert tweets[vocab.lookup(["good"])[0]] == 1 and tweets[text.UNK_ID] == 2  # day, :)
+
+
 @pytest.fixture(scope="module")
 def sentiment_loader_args(data_dir):
   try:

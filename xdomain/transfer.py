@@ -149,8 +149,9 @@ def remove_domain_direction(embedding: np.ndarray, source_counts: np.ndarray,
 
   Word vectors learnt from both domains' unlabelled text (skip-gram) encode
   which domain a word is frequent in, as their first principal component on
-  sentiment movies/tweets (docs/results.md); a classifier trained on the
-  source then reads every target sentence along it. With p and q the source's
+  sentiment movies/tweets (docs/results.md), and a classifier trained on the
+  source with them called nearly every target sentence negative until it was
+  removed. With p and q the source's
   and the target's token frequencies, m the mean word vector and
   d = sum_w (q_w - p_w) e_w (the difference of the domains' frequency-weighted
   mean vectors), each word's vector becomes

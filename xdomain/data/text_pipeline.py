@@ -185,10 +185,10 @@ class TextPreprocess:
 
 def token_counts(config: Config, vocab: text.Vocabulary, domain: str) -> np.ndarray:
   """float [len(vocab)]: how often each token id occurs in `domain`'s training
-  split (its text only; words outside `vocab` count as <unk>)."""
+  split (its text only; words outside `vocab` count as <unk>; `lookup` folds case)."""
   counts = np.zeros(len(vocab))
   for tokens in _token_lists(domains.load_domain(domain, "train", data_dir=config.data_dir),
-                             lowercase=True):
+                             lowercase=False):
     np.add.at(counts, vocab.lookup(tokens), 1)
   return counts
 
@@ -202,9 +202,6 @@ def source_vocabulary(config: Config, vocab: text.Vocabulary) -> np.ndarray:
   The words are told apart by id: with `--min_count` > 1 the source's rare
   words make <unk> "seen", and the target's words that are <unk> count so too.
   """
-  seen = np.zeros(len(vocab), bool)
+  seen = token_counts(config, vocab, config.source) > 0
   seen[text.PAD_ID] = True  # padding is never a word to score or hide
-  for tokens in _token_lists(domains.load_domain(config.source, "train",
-                                                 data_dir=config.data_dir), lowercase=False):
-    seen[vocab.lookup(tokens)] = True
   return seen
