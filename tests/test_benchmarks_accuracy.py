@@ -199,7 +199,7 @@ def test_transfer_table_with_each_files_own_pair(runs, tmp_path):
   names = sorted(n[:-len(".flags")] for n in os.listdir(TRANSFER))
   # The digits and sentiment upstreams are no rows, nor are the pretraining runs
   # (their classifier head is never trained), which still run.
-  pretraining = ("lm_pretrain_sentiment", "skipgram_sentiment")
+  pretraining = ("lm_pretrain_sentiment", "skipgram_sentiment", "skipgram_sentiment_brown")
   rows = [n for n in names if n not in pretraining]
   assert sorted(table) == rows
   assert set(pretraining) <= {name for name, _ in runs}

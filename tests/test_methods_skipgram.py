@@ -19,8 +19,11 @@ from xdomain.data import text_pipeline
 from xdomain.methods import METHODS
 from xdomain.methods import pretrain
 from xdomain.train import Experiment
+from xdomain.train import train_and_evaluate
 from xdomain.train.experiment import validate_config
 from tests.test_text_engine_flags import TINY
+from tests.test_train_engine import assert_trees_close
+from tests.test_train_engine import losses_by_step
 
 
 def test_pairs_are_every_ordered_pair_within_the_window_of_real_words():
@@ -82,6 +85,9 @@ def np_log_sigmoid(x):
     (dict(source="brown/news", target="brown/fiction"), "reads sentence"),
     (dict(model="row_lstm", source="digits/mnist", target="digits/uci"), "use --model= one of"),
     (dict(skipgram_window=0), "--skipgram_window"),
+    (dict(general_text="brown/news,brown/nowhere"), "names 'brown/nowhere', which is not"),
+    (dict(general_text="brown/news, digits/mnist"), "names 'digits/mnist', an image domain"),
+    (dict(method="dann", general_text="brown/news"), "not to --method=dann: drop the flag"),
 ])
 def test_bad_config(overrides, message):
   values = dict(method="skipgram", model="bilstm", source="sentiment/movies",
@@ -119,3 +125,27 @@ def test_pretrained_vectors_are_what_the_word_vector_rows_start_from(data_dir, t
   config = dataclasses.replace(config, restore="backbone/(?!embed/).*")
   with pytest.raises(ConfigError, match="acts on restored word vectors"):
     Experiment(config, str(tmp_path / "run")).prepare_state()
+
+
+def test_general_text_runs_agree_on_one_and_eight_devices_and_resume_exactly(data_dir, tmp_path):
+  assert jax.device_count() == 8
+  config = Config(method="skipgram", model="bilstm", source="sentiment/movies",
+                  target="sentiment/tweets", general_text="brown/news", data_dir=data_dir,
+                  steps=4, checkpoint_every=2, eval_every=4, log_every=1, batch_size=8,
+                  eval_batch_size=512, embed_size=8, hidden_size=8, max_length=16,
+                  learning_rate=0.05)
+  one = jax.devices()[:1]
+  train_and_evaluate(config, str(tmp_path / "one"), devices=one)
+  train_and_evaluate(config, str(tmp_path / "eight"))
+  train_and_evaluate(dataclasses.replace(config, steps=2), str(tmp_path / "resumed"), devices=one)
+  train_and_evaluate(dataclasses.replace(config, allow_config_change=True),
+                     str(tmp_path / "resumed"), devices=one)
+  unbroken = losses_by_step(tmp_path / "one")
+  assert unbroken.keys() == {1, 2, 3, 4}
+  assert losses_by_step(tmp_path / "resumed") == unbroken
+  assert_trees_close(checkpoint.load_params(tmp_path / "one"),
+                     checkpoint.load_params(tmp_path / "resumed"), rtol=0, atol=0)
+  np.testing.assert_allclose(list(losses_by_step(tmp_path / "eight").values()),
+                             list(unbroken.values()), rtol=1e-4)
+  assert_trees_close(checkpoint.load_params(tmp_path / "one"),
+                     checkpoint.load_params(tmp_path / "eight"), rtol=1e-3, atol=1e-5)

@@ -207,6 +207,36 @@ def test_training_batches_share_one_bucket_on_every_process(sentiment_loader_arg
   assert seen <= {8, 16, 32}
 
 
+def test_general_text_is_a_third_part_and_leaves_the_other_two_as_they_were(
+    sentiment_loader_args):
+  plain = data.CrossDomainLoader("sentiment/products", "sentiment/tweets",
+                                 process_index=0, process_count=1, **sentiment_loader_args)
+  # Tagged tokens (Brown) and sentences pool into one stream, without tags.
+  general = ("brown/news", "sentiment/editorials")
+  loaders = [data.CrossDomainLoader("sentiment/products", "sentiment/tweets", general=general,
+                                    process_index=p, process_count=n, **sentiment_loader_args)
+             for p, n in ((0, 1), (0, 2), (1, 2))]
+  for _ in range(4):
+    without, (batch, *halves) = next(plain), [next(loader) for loader in loaders]
+    assert set(batch["general"]) == {"tokens", "lengths"}
+    length = batch["source"]["tokens"].shape[1]
+    assert batch["general"]["tokens"].shape == (16, length)
+    longest = max(batch[part]["lengths"].max() for part in ("source", "target", "general"))
+    assert length == min(b for b in (8, 16, 32) if b >= longest)
+    for part in ("source", "target"):  # the same rows, at most padded further
+      np.testing.assert_array_equal(batch[part]["lengths"], without[part]["lengths"])
+      shorter = min(length, without[part]["tokens"].shape[1])
+      np.testing.assert_array_equal(batch[part]["tokens"][:, :shorter],
+                                    without[part]["tokens"][:, :shorter])
+      assert not batch[part]["tokens"][:, shorter:].any()
+    np.testing.assert_array_equal(
+        np.concatenate([h["general"]["tokens"] for h in halves]), batch["general"]["tokens"])
+  state = loaders[0].get_state()
+  assert state["config"]["general"] == list(general)
+  with pytest.raises(ValueError, match="different configuration"):
+    plain.set_state(state)
+
+
 def test_eval_batches_are_bucketed_and_cover_the_split(sentiment_loader_args):
   args = dict(sentiment_loader_args)
   batches = list(data.eval_batches(

@@ -227,6 +227,30 @@ def test_pretraining_skips_the_joint_pass_and_trains_as_if_it_had_run(method_nam
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("method_name", ["lm_pretrain", "skipgram"])
+def test_general_text_trains_as_more_target_rows_would(method_name, data_dir, tmp_path):
+  # --general_text's part joins the pretraining text after both domains'.
+  config = Config(method=method_name, model="bilstm", source="sentiment/movies",
+                  target="sentiment/tweets", data_dir=data_dir, embed_size=8, hidden_size=8,
+                  max_length=16, optimizer="sgd", momentum=0.0, learning_rate=0.5,
+                  general_text="brown/news")
+  experiment = Experiment(config, str(tmp_path), devices=jax.devices()[:1])
+  state = experiment.init_state()
+  batch = next(experiment.training_loader())
+  assert set(batch) == {"source", "target", "general"}
+  as_target = {"source": batch["source"], "target": {
+      key: np.concatenate([batch["target"][key], batch["general"][key]])
+      for key in ("tokens", "lengths")}}
+  without = {"source": batch["source"], "target": batch["target"]}
+  train_step = jax.jit(experiment.make_train_step())
+  after = {name: train_step(state, b, jax.random.key(0))[0].params
+           for name, b in (("general", batch), ("as_target", as_target), ("without", without))}
+  for got, want in zip(jax.tree.leaves(after["general"]), jax.tree.leaves(after["as_target"])):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+  assert any(not np.allclose(got, other) for got, other in zip(
+      jax.tree.leaves(after["general"]), jax.tree.leaves(after["without"])))
+
+
 def test_a_method_that_skips_the_joint_pass_may_not_read_it():
   with pytest.raises(ValueError, match="reads_outputs=False"):
     base.Method(name="broken", reads_outputs=False,

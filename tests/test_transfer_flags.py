@@ -36,7 +36,7 @@ _SMOKE_TESTED = ("finetune_frozen.flags", "finetune_l2sp.flags", "distill_digits
                  "lm_pretrain_sentiment.flags", "lm_finetune_sentiment.flags",
                  "distill_sentiment.flags",
                  # tests/test_methods_skipgram.py (and the sentiment rows it feeds):
-                 "skipgram_sentiment.flags")
+                 "skipgram_sentiment.flags", "skipgram_sentiment_brown.flags")
 
 
 def smoke_config(name: str, data_dir: str, runs: dict[str, str] | None = None) -> Config:

@@ -107,6 +107,11 @@ class Config:
   skipgram_window: int = _flag(5,
       "skipgram: a word predicts the words at most this many positions away.")
   skipgram_negatives: int = _flag(5, "skipgram: noise words per (word, context) pair.")
+  general_text: str = _flag("",
+      "skipgram, lm_pretrain: comma-separated text domains of general text (e.g. "
+      "brown/news,brown/fiction) whose training sentences, labels and tags unused, join every "
+      "step as a third part of --batch_size rows; their words outside the vocabulary "
+      "(--vocab_from) are <unk>, which trains nothing.")
   # Transfer learning (xdomain/transfer.py): restore, freeze, anchor.
   init_from: str | None = _flag(None,
       "Transfer: restore parameters from this run's workdir (or <workdir>/checkpoints/<step>)"

@@ -139,7 +139,8 @@ class CrossDomainLoader:
                source_split: str = "train", target_split: str = "train",
                source_fraction: float = 1.0, source_holdout: float = 0.0,
                buckets: Sequence[int] | None = None,
-               length_grouping: int = 0, target_index: bool = False):
+               length_grouping: int = 0, target_index: bool = False,
+               general: Sequence[str] = ()):
     """Loads both domains, preprocesses them once and builds the grain pipeline.
 
     Args:
@@ -174,6 +175,10 @@ class CrossDomainLoader:
       target_index: the target part also holds ``'index'``, int32 [b], each
         row's position in the target split (e.g. to look up per-row labels
         that a method computed over the whole split).
+      general: text domains whose training splits, pooled and without labels
+        or tags, give every batch a third part, ``'general'``, of
+        ``batch_size`` rows (general text for pretraining, e.g. the Brown
+        corpus's genres); bucketed with the other two.
     """
     target_info = domains.domain_info(target)
     source_info = None if source is None else domains.domain_info(source)
@@ -205,6 +210,8 @@ class CrossDomainLoader:
         self._config["holdout_of_subset"] = True
     if target_index:  # likewise
       self._config["target_index"] = True
+    if general:  # likewise
+      self._config["general"] = list(general)
     self._buckets = None if buckets is None else tuple(int(b) for b in buckets)
 
     self._source = None
@@ -220,8 +227,18 @@ class CrossDomainLoader:
     if target_index:
       self._target["index"] = np.arange(_num_rows(self._target), dtype=np.int32)
 
-    source_seed, target_seed, augment_seed, order_seed = (
-        int(s) for s in np.random.SeedSequence(int(seed)).generate_state(4))
+    self._general = None
+    if general:  # sentences ('text') or tagged tokens ('tokens'), encoded to one width
+      prepared = [preprocess.prepare({k: v for k, v in domains.load_domain(
+          name, "train", data_dir=data_dir).items() if k in ("text", "tokens")})
+                  for name in general]
+      self._general = {k: np.concatenate([part[k] for part in prepared])
+                       for k in prepared[0]}
+
+    # The fifth seed extends the sequence: the first four, and so the streams
+    # of runs without general text, are unchanged.
+    source_seed, target_seed, augment_seed, order_seed, general_seed = (
+        int(s) for s in np.random.SeedSequence(int(seed)).generate_state(5))
     def order(part, part_seed):
       if part is None:
         return None
@@ -232,6 +249,7 @@ class CrossDomainLoader:
 
     self._source_order = order(self._source, source_seed)
     self._target_order = order(self._target, target_seed)
+    self._general_order = order(self._general, general_seed)
     steps = grain.MapDataset.range(sys.maxsize).random_map(self._make_batch, seed=augment_seed)
     # One reader thread overlaps batch assembly with the training step; the
     # arrays are in memory, so more threads would only contend for the GIL.
@@ -244,10 +262,11 @@ class CrossDomainLoader:
     return self._hi - self._lo
 
   def _make_batch(self, step: int, rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
-    """Batch ``step``: this process's rows of both domains, augmented."""
+    """Batch ``step``: this process's rows of every part, augmented."""
     batch = {}
     parts = [("source", self._source, self._source_order),
-             ("target", self._target, self._target_order)]
+             ("target", self._target, self._target_order),
+             ("general", self._general, self._general_order)]
     parts = [(part, data, order) for part, data, order in parts if data is not None]
     longest = 0
     for part, data, order in parts:

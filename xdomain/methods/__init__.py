@@ -114,6 +114,10 @@ def validate_config(config: Config, task: str) -> None:
         f" ({task}) has none: leave it false.")
   if config.method in pretrain.PRETRAINED_MODELS:
     pretrain.validate_config(config, task)
+  elif config.general_text:
+    raise ConfigError(
+        f"--general_text adds unlabelled text to pretraining (--method=skipgram or"
+        f" lm_pretrain), not to --method={config.method}: drop the flag.")
   if config.method == "shot":
     source_free.validate_config(config, task)
   check_non_negative(config, "shot_pseudo_weight", "shot_refresh_every")

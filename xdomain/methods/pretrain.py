@@ -33,6 +33,7 @@ from xdomain import losses
 from xdomain import models
 from xdomain.config import Config
 from xdomain.config import ConfigError
+from xdomain.data import domains
 from xdomain.data import text
 from xdomain.methods import base
 from xdomain.models import inputs as inputs_lib
@@ -42,8 +43,25 @@ PRETRAINED_MODELS = {"lm_pretrain": ("bilstm", "bigru"),
                      "skipgram": ("bilstm", "bigru", "textcnn")}
 
 
+def general_text_domains(config: Config) -> tuple[str, ...]:
+  """The domains named by --general_text, in order (none when it is empty)."""
+  return tuple(name.strip() for name in config.general_text.split(",") if name.strip())
+
+
 def validate_config(config: Config, task: str) -> None:
-  """Raises `ConfigError` unless the run has a text classifier the method pretrains."""
+  """Raises `ConfigError` unless the run has a text classifier the method pretrains
+  and --general_text names text domains."""
+  for name in general_text_domains(config):
+    try:
+      modality = domains.domain_info(name).modality
+    except ValueError as e:
+      raise ConfigError(
+          f"--general_text names {name!r}, which is not a known domain: {e}. Name text"
+          " domains, e.g. brown/news,brown/fiction.") from e
+    if modality != "text":
+      raise ConfigError(
+          f"--general_text names {name!r}, an {modality} domain; name text domains,"
+          " e.g. brown/news,brown/fiction.")
   models_of = PRETRAINED_MODELS[config.method]
   if config.model not in models_of:
     raise ConfigError(

@@ -136,7 +136,8 @@ class Experiment:
 
   def training_loader(self) -> data.CrossDomainLoader:
     """The labelled stream (less its --source_val_fraction) beside the
-    unlabelled target; the target alone for a source-free method."""
+    unlabelled target (and --general_text's); the target alone for a
+    source-free method."""
     config = self.config
     return data.CrossDomainLoader(
         self.labelled_domain if self.method.uses_source else None, config.target,
@@ -144,7 +145,8 @@ class Experiment:
         preprocess=self.preprocess, seed=config.seed, data_dir=config.data_dir,
         buckets=self.buckets,
         source_fraction=self.labelled_fraction,
-        source_holdout=config.source_val_fraction, length_grouping=config.length_grouping)
+        source_holdout=config.source_val_fraction, length_grouping=config.length_grouping,
+        general=methods.pretrain.general_text_domains(config))
 
   @functools.cached_property
   def source_vocabulary(self) -> np.ndarray:

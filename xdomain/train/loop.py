@@ -198,7 +198,8 @@ def _train(experiment: Experiment, state, loader, manager, meta, writer, start_s
   config = experiment.config
   evaluator, train_step = experiment.evaluator, experiment.train_step
   method = experiment.method
-  examples_per_step = config.batch_size * (int(method.uses_source) + int(method.uses_target))
+  parts = int(method.uses_source) + int(method.uses_target) + int(bool(config.general_text))
+  examples_per_step = config.batch_size * parts
   step = start_step
   if step >= config.steps:
     logging.info("The checkpoint is at step %d >= --steps=%d: evaluating only.",

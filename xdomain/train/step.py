@@ -188,6 +188,8 @@ def make_train_step(model, spec: ModelSpec, task: Task, method: Method, config: 
         task_loss, correct, count, terms, statistics, batch_stats = (
             zero, zero, zero, {}, None, state.batch_stats)
       if method.model_terms is not None:  # e.g. language modelling on both domains
+        if "general" in batch:  # --general_text: pretraining text beside both domains'
+          inputs = task.join(inputs, task.model_inputs(batch["general"]))
         terms.update(method.model_terms(model, variables, inputs, params["aux"],
                                         dropout_rng))
       weighted = {name: (method.weights[name], value) for name, value in terms.items()}
