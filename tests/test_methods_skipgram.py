@@ -87,6 +87,7 @@ def np_log_sigmoid(x):
     (dict(skipgram_window=0), "--skipgram_window"),
     (dict(general_text="brown/news,brown/nowhere"), "names 'brown/nowhere', which is not"),
     (dict(general_text="brown/news, digits/mnist"), "names 'digits/mnist', an image domain"),
+    (dict(general_text=" , "), "names no domain"),
     (dict(method="dann", general_text="brown/news"), "not to --method=dann: drop the flag"),
 ])
 def test_bad_config(overrides, message):

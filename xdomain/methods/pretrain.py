@@ -51,6 +51,10 @@ def general_text_domains(config: Config) -> tuple[str, ...]:
 def validate_config(config: Config, task: str) -> None:
   """Raises `ConfigError` unless the run has a text classifier the method pretrains
   and --general_text names text domains."""
+  if config.general_text and not general_text_domains(config):
+    raise ConfigError(
+        f"--general_text={config.general_text!r} names no domain: name text domains,"
+        " e.g. brown/news,brown/fiction, or leave it empty.")
   for name in general_text_domains(config):
     try:
       modality = domains.domain_info(name).modality
