@@ -198,8 +198,6 @@ def _train(experiment: Experiment, state, loader, manager, meta, writer, start_s
   config = experiment.config
   evaluator, train_step = experiment.evaluator, experiment.train_step
   method = experiment.method
-  parts = int(method.uses_source) + int(method.uses_target) + int(bool(config.general_text))
-  examples_per_step = config.batch_size * parts
   step = start_step
   if step >= config.steps:
     logging.info("The checkpoint is at step %d >= --steps=%d: evaluating only.",
@@ -207,6 +205,10 @@ def _train(experiment: Experiment, state, loader, manager, meta, writer, start_s
     return _results(config, _evaluate(evaluator, state), step), state
 
   batch = experiment.global_batch(next(loader))
+  # The parts that train: the loader may carry a target part that source_only
+  # ignores, and a 'general' part (--general_text) only when it names domains.
+  parts = int(method.uses_source) + int(method.uses_target) + int("general" in batch)
+  examples_per_step = config.batch_size * parts
   compile_started = time.time()
   # One program per batch shape: images have one, text one per length bucket
   # (each compiled when first seen).
